@@ -1,0 +1,45 @@
+# analytics-gateway: the front door. Every target creates or reuses .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format schema stop services bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,embedded]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install the project with its dev and embedded extras
+
+run: $(STAMP) ## start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_URL are set), migrate, seed demo data, serve API and worker
+	$(PY) -m gateway dev
+
+test: $(STAMP) ## run the test suite against real PostgreSQL and Redis
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy
+	$(PY) -m ruff check gateway schema resolvers loaders workers tests
+	$(PY) -m mypy gateway schema resolvers loaders workers
+
+format: $(STAMP) ## ruff format and fix imports
+	$(PY) -m ruff check --fix --select I gateway schema resolvers loaders workers tests
+	$(PY) -m ruff format gateway schema resolvers loaders workers tests
+
+schema: $(STAMP) ## rewrite schema.graphql from the code
+	$(PY) -c "from schema.schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"
+
+services: $(STAMP) ## start the embedded PostgreSQL and Redis (reused when running)
+	$(PY) -m gateway services start
+
+stop: ## stop the embedded PostgreSQL and Redis
+	@if [ -x $(PY) ]; then $(PY) -m gateway services stop; fi
+
+clean: stop ## stop services and delete .data/ and .venv/
+	rm -rf .data $(VENV)

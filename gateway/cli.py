@@ -1,0 +1,212 @@
+"""`python -m gateway <command>`: the operator's command line.
+
+  dev        everything `make run` does: services, migrations, demo data, API and worker
+  serve      the production entry point (uvicorn with WORKERS processes)
+  migrate    apply pending migrations
+  seed       generate demo data (--users N --days D)
+  services   start | stop | status the embedded PostgreSQL and Redis
+  settings   list every setting with its default
+  secret     print a random JWT_SECRET_KEY
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from gateway.settings import Settings, SettingsError, documented_settings
+
+DEMO_USERS = 50
+DEMO_DAYS = 90
+
+
+def _load(export: bool = True) -> Settings:
+    from gateway.services import resolve_services
+
+    settings, _ = resolve_services(Settings.load(), export=export)
+    return settings
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway.db import normalize_dsn
+    from gateway.migrate import migrate
+
+    settings = _load()
+    applied = asyncio.run(migrate(normalize_dsn(settings.database_url or "")))
+    print(f"applied {', '.join(applied)}" if applied else "database is up to date")
+    return 0
+
+
+async def _seed(settings: Settings, users: int, days: int, tasks: int, only_if_empty: bool) -> str:
+    import asyncpg
+
+    from gateway.db import normalize_dsn
+    from gateway.seed import seed
+
+    conn = await asyncpg.connect(normalize_dsn(settings.database_url or ""))
+    try:
+        if only_if_empty and await conn.fetchval("select exists (select 1 from users)"):
+            return "database already has users; not seeding"
+        result = await seed(conn, users=users, days=days, tasks_per_user=tasks)
+    finally:
+        await conn.close()
+    return (f"seeded {result.users} users, {result.tasks} tasks, {result.events} events "
+            f"in {result.seconds:.1f} s")
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    settings = _load()
+    print(asyncio.run(_seed(settings, args.users, args.days, args.tasks, args.if_empty)))
+    return 0
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from gateway.embedded import embedded_servers, ensure_services, stop_services
+
+    if args.action == "start":
+        services = ensure_services(None, None)
+        print(f"DATABASE_URL={services.database_url}\nREDIS_URL={services.redis_url}")
+    elif args.action == "stop":
+        stopped = stop_services()
+        print(f"stopped {', '.join(stopped)}" if stopped else "no embedded server was running")
+    else:
+        for server in embedded_servers():
+            state = "running" if server.is_running() else "stopped"
+            print(f"{type(server).__name__.removesuffix('Server')}: {state} "
+                  f"(127.0.0.1:{server.port}, data in {server.data_dir})")
+    return 0
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "timeout_keep_alive": settings.keepalive,
+        "timeout_graceful_shutdown": settings.timeout,
+        "log_level": settings.log_level.lower(),
+        "proxy_headers": True,
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+        "server_header": False,
+    }
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _load()
+    uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers,
+                **_uvicorn_options(settings))
+    return 0
+
+
+def _start_worker() -> subprocess.Popen[bytes] | None:
+    try:
+        import workers
+
+        if not hasattr(workers, "WorkerSettings"):
+            return None
+    except ImportError:
+        return None
+    return subprocess.Popen([sys.executable, "-m", "arq", "workers.WorkerSettings"],
+                            stdin=subprocess.DEVNULL)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """Bring the whole thing up on this machine, in the foreground; Ctrl-C stops API and worker
+    (the embedded databases keep running for the next time; `make stop` stops them)."""
+    import uvicorn
+
+    from gateway.db import normalize_dsn
+    from gateway.migrate import migrate
+    from gateway.seed import DEMO_EMAIL, DEMO_PASSWORD
+
+    settings = _load()
+    applied = asyncio.run(migrate(normalize_dsn(settings.database_url or "")))
+    print(f"migrations: {', '.join(applied) if applied else 'up to date'}")
+    print(asyncio.run(_seed(settings, DEMO_USERS, DEMO_DAYS, 200, only_if_empty=True)))
+    worker = _start_worker()
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"\n  GraphiQL:  {url}/graphql\n  ready:     {url}/ready\n"
+          f"  demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}\n", flush=True)
+    try:
+        uvicorn.run("gateway.app:create_app", factory=True, **_uvicorn_options(settings))
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    for name, default, doc in documented_settings():
+        print(f"{name}={default}" + (f"    # {doc}" if doc else ""))
+    return 0
+
+
+def cmd_secret(args: argparse.Namespace) -> int:
+    print(secrets.token_urlsafe(48))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "dev": (cmd_dev, "services, migrations, demo data, API and worker (make run)"),
+        "serve": (cmd_serve, "run the API with uvicorn (production entry point)"),
+        "migrate": (cmd_migrate, "apply pending migrations"),
+        "seed": (cmd_seed, "generate demo data"),
+        "services": (cmd_services, "embedded PostgreSQL and Redis"),
+        "settings": (cmd_settings, "list every setting and its default"),
+        "secret": (cmd_secret, "print a random secret for JWT_SECRET_KEY"),
+    }
+    parsers = {}
+    for name, (func, help_text) in commands.items():
+        parsers[name] = sub.add_parser(name, help=help_text)
+        parsers[name].set_defaults(func=func)
+    parsers["seed"].add_argument("--users", type=int, default=DEMO_USERS)
+    parsers["seed"].add_argument("--days", type=int, default=DEMO_DAYS)
+    parsers["seed"].add_argument("--tasks", type=int, default=200, help="tasks per user")
+    parsers["seed"].add_argument("--if-empty", action="store_true",
+                                 help="do nothing when the database already has users")
+    parsers["services"].add_argument("action", choices=("start", "stop", "status"))
+    for extend in _extensions():
+        extend(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[Any], None]]:
+    """Sub-commands that live with their domain (e.g. `jobs` in workers/cli.py)."""
+    found = []
+    try:
+        from workers.cli import add_parser as add_jobs_parser
+
+        found.append(add_jobs_parser)
+    except ImportError:
+        pass
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

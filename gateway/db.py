@@ -1,0 +1,86 @@
+"""PostgreSQL access: the asyncpg pool and the named SQL queries of `sql/queries/`.
+
+SQL lives in `.sql` files, one query per `-- name: <name>` block, the lines after the name being
+its documentation. The files are read once at import, so a query can be reviewed and `EXPLAIN`ed
+by someone who never opens the Python.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+
+from gateway.settings import Settings
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+def normalize_dsn(url: str) -> str:
+    """Accept SQLAlchemy-style URLs (`postgresql+asyncpg://`), as the deployment guide writes."""
+    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
+
+
+def load_queries(directory: Path = SQL_DIR / "queries") -> dict[str, str]:
+    """Every named query of every `.sql` file in `directory`; a duplicate name is an error."""
+    queries: dict[str, str] = {}
+    for path in sorted(directory.glob("*.sql")):
+        text = path.read_text()
+        marks = list(_NAME.finditer(text))
+        for i, mark in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            name = mark.group(1)
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined twice ({path.name})")
+            queries[name] = text[mark.end():end].strip()
+    return queries
+
+
+QUERIES = load_queries()
+
+
+def query(name: str) -> str:
+    """The SQL text of a named query."""
+    try:
+        return QUERIES[name]
+    except KeyError:
+        raise KeyError(f"no SQL query named {name!r} in sql/queries/") from None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection set-up: JSON codecs, so jsonb values arrive as Python objects."""
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, schema="pg_catalog",
+                                  encoder=lambda v: orjson.dumps(v).decode(),
+                                  decoder=orjson.loads, format="text")
+
+
+async def create_pool(settings: Settings, dsn: str | None = None,
+                      **overrides: Any) -> asyncpg.Pool:
+    """The process's pool: `DATABASE_POOL_SIZE` kept open, `+ DATABASE_MAX_OVERFLOW` under load.
+
+    Every statement is cancelled after `QUERY_TIMEOUT` (PostgreSQL's `statement_timeout`, so the
+    server stops working too), and connections idle longer than `DATABASE_POOL_RECYCLE` are closed.
+    """
+    url = normalize_dsn(dsn or settings.database_url or "")
+    options: dict[str, Any] = {
+        "min_size": min(settings.database_pool_size, 2) if not settings.is_production
+        else settings.database_pool_size,
+        "max_size": settings.database_pool_size + settings.database_max_overflow,
+        "max_inactive_connection_lifetime": settings.database_pool_recycle,
+        "statement_cache_size": settings.database_statement_cache_size,
+        "command_timeout": settings.query_timeout + 5,
+        "timeout": settings.database_pool_timeout,
+        "server_settings": {
+            "application_name": "analytics_gateway",
+            "jit": "off",
+            "statement_timeout": str(int(settings.query_timeout * 1000)),
+        },
+        "init": _init_connection,
+    }
+    options.update(overrides)
+    return await asyncpg.create_pool(url, **options)

@@ -1,0 +1,41 @@
+"""The GraphQL schema: root types composed from one class per domain.
+
+To add a domain, write its `<Domain>Query` / `<Domain>Mutation` in its own module and add it to the
+tuples below. `schema.graphql` at the repository root is this schema's SDL; `make schema` rewrites
+it and a test fails when it drifts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import strawberry
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from strawberry.tools import merge_types
+
+from schema.system import SystemQuery
+
+QUERY_TYPES: tuple[type, ...] = (SystemQuery,)
+MUTATION_TYPES: tuple[type, ...] = ()
+
+Query = merge_types("Query", QUERY_TYPES)
+Mutation = merge_types("Mutation", MUTATION_TYPES) if MUTATION_TYPES else None
+
+
+def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
+                 **kwargs: Any) -> strawberry.Schema:
+    """The schema with the parse and validation caches (a repeated query is parsed once)."""
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=[
+            *extensions,
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
+        ],
+        **kwargs,
+    )
+
+
+schema = build_schema()
