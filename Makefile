@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format schema stop services bench clean
+.PHONY: help install run test test-infra lint format schema stop services bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ run: $(STAMP) ## start PostgreSQL and Redis (embedded unless DATABASE_URL/REDIS_
 test: $(STAMP) ## run the test suite against real PostgreSQL and Redis
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+test-infra: $(STAMP) ## validate infra/ with nginx, promtool, compose, systemd, k8s schemas; backup/restore; smoke tests
+	bash infra/scripts/test-infra.sh
+
 lint: $(STAMP) ## ruff and mypy
 	$(PY) -m ruff check gateway schema resolvers loaders workers tests
 	$(PY) -m mypy gateway schema resolvers loaders workers
@@ -34,6 +37,9 @@ format: $(STAMP) ## ruff format and fix imports
 
 schema: $(STAMP) ## rewrite schema.graphql from the code
 	$(PY) -c "from schema.schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"
+
+bench: $(STAMP) ## benchmarks vs bare baselines into bench-results/ (BENCH_QUICK=1, BENCH_USERS=N, BENCH_LARGE=1; see docs/performance.md)
+	$(PY) -m tests.bench.run
 
 services: $(STAMP) ## start the embedded PostgreSQL and Redis (reused when running)
 	$(PY) -m gateway services start

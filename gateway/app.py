@@ -1,31 +1,59 @@
-"""The Starlette application: lifespan-owned resources, `/health`, `/ready`, `/graphql`."""
+"""The Starlette application: lifespan-owned resources, the middleware stack, `/health`, `/ready`,
+`/metrics` and `/graphql`.
+
+`create_app(settings)` builds the application and touches no process-wide state, so tests can
+build several. `serve_app()` is what `python -m gateway serve` (and `dev`) hand to uvicorn: it
+also sets up logging and Sentry, once per worker process.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from graphql import ASTValidationRule
+from graphql.validation import NoSchemaIntrospectionCustomRule
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from strawberry.asgi import GraphQL
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import AddValidationRules, SchemaExtension
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from gateway.auth import bearer_token, decode_access_token
 from gateway.context import Context
-from gateway.errors import Unauthenticated, is_expected
+from gateway.errors import GatewayError, Unauthenticated
+from gateway.export import export_tasks
+from gateway.graphql_errors import ErrorMasking, shape_errors
+from gateway.limits import Limits, limit_extensions
+from gateway.logs import configure_logging, current_request, quiet_library_loggers
+from gateway.metrics import BusinessGauges, RequestMetrics, metrics_endpoint
+from gateway.middleware import EdgeMiddleware, GraphQLBodyGate, RateLimitMiddleware
+from gateway.ratelimit import RateLimiter
 from gateway.resources import Resources
+from gateway.sentry import close_sentry, init_sentry
 from gateway.settings import Settings
 from schema.schema import build_schema
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT = 2.0  # seconds each dependency gets to answer /ready
+GZIP_MINIMUM_BYTES = 1000
+# The HTTP status of a GraphQL response whose errors say the client should wait and retry.
+RETRY_STATUSES = {"RATE_LIMITED": 429, "SERVICE_UNAVAILABLE": 503}
+ERROR_STATUSES = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403, "NOT_FOUND": 404,
+                  "BAD_USER_INPUT": 400, "QUERY_TOO_COMPLEX": 400, **RETRY_STATUSES}
 
 
 class ORJSONResponse(JSONResponse):
@@ -34,18 +62,53 @@ class ORJSONResponse(JSONResponse):
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context: the caller from the bearer token, and resources."""
+    """Strawberry's ASGI view with our context (the caller from the bearer token, and resources),
+    orjson encoding, a last pass of error shaping, and 429/503 with `Retry-After` when a
+    resolver refused for a while (the login limit, an exhausted pool)."""
+
+    def __init__(self, *args: Any, production: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.production = production
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         resources: Resources = request.app.state.resources
         context = Context(request=request, resources=resources)
+        state = request.scope.get("state") or {}
+        if "caller" in state:  # the rate-limit middleware has read the token already
+            context.caller = state["caller"]
+            context.auth_error = state["auth_error"]
+            return context
         try:
             token = bearer_token(request.headers.get("authorization"))
             if token is not None:
                 context.caller = decode_access_token(resources.settings, token)
+                info = current_request.get()
+                if info is not None:
+                    info.user_id = str(context.caller.id)
         except Unauthenticated as exc:
             context.auth_error = exc
         return context
+
+    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
+        return orjson.dumps(data)
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if result.errors:
+            result.errors = shape_errors(result.errors, production=self.production)
+        return await super().process_result(request, result)
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        errors = response_data.get("errors") if isinstance(response_data, dict) else None
+        if errors and response.status_code == 200:
+            for error in errors:
+                extensions = error.get("extensions") or {}
+                status = RETRY_STATUSES.get(str(extensions.get("code")))
+                if status is not None:
+                    response.status_code = status
+                    response.headers["retry-after"] = str(extensions.get("retryAfter", 1))
+                    break
+        return response
 
 
 async def health(request: Request) -> Response:
@@ -80,33 +143,103 @@ async def ready(request: Request) -> Response:
     return ORJSONResponse({"status": "ready", "checks": checks})
 
 
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    """A `GatewayError` raised by a plain route (not GraphQL): its code, and a fitting status."""
+    assert isinstance(exc, GatewayError)
+    extensions = exc.extensions or {}
+    code = str(extensions.get("code"))
+    headers = {"retry-after": str(extensions.get("retryAfter", 1))} \
+        if code in RETRY_STATUSES else None
+    return ORJSONResponse({"errors": [{"message": exc.message, "extensions": extensions}]},
+                          status_code=ERROR_STATUSES.get(code, 500), headers=headers)
+
+
+def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
+    """Error shaping, the query limits, and in production no introspection."""
+    production = settings.is_production
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: ErrorMasking(production=production),
+        *limit_extensions(Limits.from_settings(settings)),
+    ]
+    if production:
+        rules: list[type[ASTValidationRule]] = [NoSchemaIntrospectionCustomRule]
+        extensions.append(lambda: AddValidationRules(rules))
+    return extensions
+
+
+def middleware_stack(settings: Settings, request_metrics: RequestMetrics) -> list[Middleware]:
+    """Outermost first; see gateway/middleware.py for what each does and why in this order."""
+    stack = [Middleware(EdgeMiddleware, settings=settings, request_metrics=request_metrics)]
+    if "*" not in settings.allowed_hosts:
+        stack.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts),
+                                www_redirect=False))
+    if settings.cors_origins:
+        stack.append(Middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            allow_credentials=settings.cors_credentials, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"], max_age=600))
+    if settings.enable_response_compression:
+        stack.append(Middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES))
+    if settings.rate_limit_enabled:
+        stack.append(Middleware(RateLimitMiddleware, settings=settings))
+    stack.append(Middleware(GraphQLBodyGate, max_bytes=settings.max_body_bytes))
+    return stack
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application. `settings` defaults to the environment's."""
     settings = settings or Settings.load()
+    quiet_library_loggers()
+    business_gauges = BusinessGauges()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         resources = await Resources.open(settings)
         app.state.resources = resources
+        app.state.rate_limiter = RateLimiter(settings, resources.redis, resources.cache_redis) \
+            if settings.rate_limit_enabled else None
+        refresher = None
+        if settings.prometheus_enabled and settings.prometheus_port:
+            refresher = asyncio.create_task(business_gauges.run_forever(resources.pool))
         log.info("gateway started (env=%s)", settings.app_env)
         try:
             yield
         finally:
+            # uvicorn has stopped taking requests and finished those in flight (or given up
+            # after TIMEOUT); only then are the pools closed.
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             await resources.close()
+            close_sentry()
             log.info("gateway stopped")
 
-    schema = build_schema(extensions=[
-        lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error),
-                           error_message="Internal server error"),
-    ])
-    graphql = GraphQLApp(schema, graphql_ide=None if settings.is_production else "graphiql")
-    app = Starlette(
-        routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/ready", ready, methods=["GET"]),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-        ],
-        lifespan=lifespan,
-    )
+    schema = build_schema(extensions=graphql_extensions(settings))
+    graphql = GraphQLApp(schema, graphql_ide=None if settings.is_production else "graphiql",
+                         production=settings.is_production)
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/export/tasks.csv", export_tasks, methods=["GET"]),
+    ]
+    if settings.prometheus_enabled:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    request_metrics = RequestMetrics(route.path for route in routes)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=middleware_stack(settings, request_metrics),
+                    exception_handlers={GatewayError: gateway_error})
     app.state.settings = settings
+    app.state.business_gauges = business_gauges
     return app
+
+
+def serve_app() -> Starlette:
+    """The application as `python -m gateway serve` runs it, in each uvicorn worker: logging
+    (`LOG_FORMAT`, `LOG_FILE`) and Sentry set up for this process, then `create_app`."""
+    settings = Settings.load()
+    configure_logging(settings)
+    init_sentry(settings)
+    return create_app(settings)

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,11 +100,29 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """uvicorn with `WORKERS` processes, `KEEPALIVE` and a graceful shutdown of `TIMEOUT` s (stop
+    accepting, finish what is in flight, then the lifespan closes the pools). Logging is left to
+    `gateway.logs` (JSON or text, with request ids), whose access line replaces uvicorn's."""
     import uvicorn
 
+    from gateway.metrics import prepare_multiprocess_dir, start_metrics_port
+
     settings = _load()
-    uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers,
-                **_uvicorn_options(settings))
+    own_directory = None
+    if settings.prometheus_enabled:
+        # Before any worker imports prometheus_client: with several workers the samples go to
+        # files that every worker's /metrics (and PROMETHEUS_PORT, served from here) adds up.
+        given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        directory = prepare_multiprocess_dir(settings.workers)
+        own_directory = directory if directory and not given else None
+        if settings.prometheus_port:
+            start_metrics_port(settings.prometheus_port)
+    try:
+        uvicorn.run("gateway.app:serve_app", factory=True, workers=settings.workers,
+                    log_config=None, access_log=False, **_uvicorn_options(settings))
+    finally:
+        if own_directory:
+            shutil.rmtree(own_directory, ignore_errors=True)
     return 0
 
 
@@ -189,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable[[Any], None]]:
     """Sub-commands that live with their domain (e.g. `jobs` in workers/cli.py)."""
-    found = []
+    found: list[Callable[[Any], None]] = []
     try:
         from workers.cli import add_parser as add_jobs_parser
 

@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.errors import ServiceUnavailable
+from gateway.metrics import observe_query
 from gateway.settings import Settings
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -51,8 +53,27 @@ def query(name: str) -> str:
         raise KeyError(f"no SQL query named {name!r} in sql/queries/") from None
 
 
+class Pool(asyncpg.Pool):
+    """asyncpg's pool, except that waiting for a connection is bounded: after
+    `DATABASE_POOL_TIMEOUT` the request gets SERVICE_UNAVAILABLE (HTTP 503 with `Retry-After`)
+    instead of hanging until its deadline. asyncpg's own `fetch` & co. acquire without a timeout,
+    hence the override of the one method they all go through."""
+
+    acquire_timeout: float | None = None
+
+    async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
+        try:
+            return await super()._acquire(timeout if timeout is not None
+                                          else self.acquire_timeout)
+        except TimeoutError:
+            raise ServiceUnavailable("All database connections are busy; try again shortly",
+                                     retryAfter=2) from None
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    """Per-connection set-up: JSON codecs, so jsonb values arrive as Python objects."""
+    """Per-connection set-up: JSON codecs, so jsonb values arrive as Python objects, and the
+    timing of every statement for `analytics_db_query_duration_seconds`."""
+    conn.add_query_logger(observe_query)
     for kind in ("json", "jsonb"):
         await conn.set_type_codec(kind, schema="pg_catalog",
                                   encoder=lambda v: orjson.dumps(v).decode(),
@@ -83,4 +104,9 @@ async def create_pool(settings: Settings, dsn: str | None = None,
         "init": _init_connection,
     }
     options.update(overrides)
-    return await asyncpg.create_pool(url, **options)
+    # asyncpg.create_pool's defaults for what Pool itself requires
+    defaults = {"max_queries": 50000, "connection_class": asyncpg.Connection,
+                "record_class": asyncpg.Record, "loop": None}
+    pool = Pool(url, **{**defaults, **options})
+    pool.acquire_timeout = settings.database_pool_timeout
+    return await pool

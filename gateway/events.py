@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date
 
+from gateway.cache import cache_of
 from gateway.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -21,5 +22,11 @@ log = logging.getLogger(__name__)
 async def tasks_changed(resources: Resources, user_id: uuid.UUID,
                         stale_days: Iterable[date] = ()) -> None:
     """A user's tasks (or the profile fields analytics depend on) changed and were committed."""
-    # Filled in by the cache issue (version bump) and the workers issue (stale-day repair job).
+    # The cached figures of this user miss from now on (deferred, never raised, if Redis is down).
+    await cache_of(resources).bump([user_id])
+    if any(True for _ in stale_days):
+        # One repair job per user (deterministic id); never raises, Redis down only costs speed.
+        from workers.jobs import enqueue_repair
+
+        await enqueue_repair(resources.arq, user_id)
     return None

@@ -171,6 +171,8 @@ class Settings:
     redis_socket_connect_timeout: float = setting("5", _positive(_float))
     redis_cache_timeout: float = setting("0.2", _positive(_float),
                                          "socket timeout of the cache path, seconds")
+    cache_circuit_seconds: float = setting("5", _positive(_float),
+                                           "seconds the cache skips Redis after it failed")
 
     # Authentication
     jwt_secret_key: str = setting(DEV_JWT_SECRET)
@@ -188,6 +190,21 @@ class Settings:
     rate_limit_per_minute: int = setting("600", _positive(_int))
     trusted_proxies: tuple[str, ...] = setting("127.0.0.1,::1", _csv,
                                                "peers whose X-Forwarded-For is believed")
+    login_rate_limit_per_minute: int = setting("5", _positive(_int),
+                                               "login attempts per account and minute")
+    login_ip_rate_limit_per_minute: int = setting("20", _positive(_int),
+                                                  "login attempts per client IP and minute")
+    max_body_bytes: int = setting("1MB", _size, "larger request bodies get HTTP 413")
+
+    # GraphQL query limits (each refused before any resolver or SQL runs)
+    max_query_depth: int = setting("10", _positive(_int), "nesting of selections")
+    max_query_aliases: int = setting("15", _positive(_int), "aliases in one document")
+    max_query_tokens: int = setting("1000", _positive(_int), "lexical tokens in one document")
+    max_field_repeats: int = setting("50", _positive(_int),
+                                     "times one field may appear in one selection set")
+    max_page_size: int = setting("100", _positive(_int), "largest `first`")
+    max_query_cost: int = setting("20000", _positive(_int),
+                                  "estimated objects: fields times page sizes and days")
 
     # Logging
     log_level: str = setting("INFO", _log_level)

@@ -12,12 +12,18 @@ from typing import Any
 
 import strawberry
 from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from schema.analytics import AnalyticsQuery
+from schema.auth import AuthMutation
+from schema.scalars import SCALAR_MAP
 from schema.system import SystemQuery
+from schema.tasks import TaskMutation, TaskQuery
+from schema.users import UsersQuery
 
-QUERY_TYPES: tuple[type, ...] = (SystemQuery,)
-MUTATION_TYPES: tuple[type, ...] = ()
+QUERY_TYPES: tuple[type, ...] = (SystemQuery, TaskQuery, AnalyticsQuery, UsersQuery)
+MUTATION_TYPES: tuple[type, ...] = (AuthMutation, TaskMutation)
 
 Query = merge_types("Query", QUERY_TYPES)
 Mutation = merge_types("Mutation", MUTATION_TYPES) if MUTATION_TYPES else None
@@ -26,6 +32,8 @@ Mutation = merge_types("Mutation", MUTATION_TYPES) if MUTATION_TYPES else None
 def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),
                  **kwargs: Any) -> strawberry.Schema:
     """The schema with the parse and validation caches (a repeated query is parsed once)."""
+    # Our `Date` scalar: a malformed date is BAD_USER_INPUT (schema/scalars.py).
+    kwargs.setdefault("config", StrawberryConfig(scalar_map=SCALAR_MAP))
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,

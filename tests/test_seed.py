@@ -1,6 +1,9 @@
-import asyncpg
+from datetime import datetime
 
-from gateway.seed import ADMIN_EMAIL, DEMO_EMAIL, seed
+import asyncpg
+import pytest
+
+from gateway.seed import ADMIN_EMAIL, DEMO_EMAIL, Chunk, ChunkSpec, generate_chunk, seed
 
 
 async def test_seed_writes_consistent_users_tasks_and_history(pool: asyncpg.Pool) -> None:
@@ -34,3 +37,55 @@ async def test_seed_is_deterministic_and_adds_to_existing_data(pool: asyncpg.Poo
         await seed(conn, users=3, days=10, tasks_per_user=5)
         await seed(conn, users=3, days=10, tasks_per_user=5)  # same emails: renamed, not refused
     assert await pool.fetchval("select count(*) from users") == 6
+
+
+async def _task_fingerprint(pool: asyncpg.Pool) -> list[tuple]:
+    rows = await pool.fetch("""
+        select u.email, t.id, t.title, t.status, t.priority, t.deleted,
+               (select count(*) from task_events e where e.task_id = t.id) as n_events
+        from tasks t join users u on u.id = t.user_id order by t.id""")
+    return [tuple(r) for r in rows]
+
+
+async def _schema_of_task_tables(pool: asyncpg.Pool) -> list[tuple]:
+    indexes = await pool.fetch("""select indexname, indexdef from pg_indexes
+                                  where tablename in ('tasks', 'task_events') order by 1""")
+    constraints = await pool.fetch("""
+        select conname, pg_get_constraintdef(oid), convalidated from pg_constraint
+        where conrelid in ('tasks'::regclass, 'task_events'::regclass) order by 1""")
+    return [tuple(r) for r in indexes] + [tuple(r) for r in constraints]
+
+
+async def test_bulk_load_in_another_process_gives_the_same_rows_and_restores_indexes(
+        pool: asyncpg.Pool) -> None:
+    schema_before = await _schema_of_task_tables(pool)
+    async with pool.acquire() as conn:
+        bulk = await seed(conn, users=7, days=30, tasks_per_user=20, chunk_users=3,
+                          bulk=True, in_process=False)
+    rows_bulk = await _task_fingerprint(pool)
+    assert await _schema_of_task_tables(pool) == schema_before
+    await pool.execute("truncate task_events, tasks, users cascade")
+    async with pool.acquire() as conn:
+        plain = await seed(conn, users=7, days=30, tasks_per_user=20, chunk_users=5,
+                           bulk=False, in_process=True)
+        # The connection got its usual codecs back: timestamps arrive as datetimes again.
+        assert isinstance(await conn.fetchval("select created_at from users limit 1"), datetime)
+    assert (bulk.tasks, bulk.events) == (plain.tasks, plain.events) == (140, plain.events)
+    assert await _task_fingerprint(pool) == rows_bulk
+
+
+async def test_a_failed_bulk_load_leaves_tables_and_indexes_as_they_were(
+        pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    def bad_chunk(spec: ChunkSpec) -> Chunk:
+        users, tasks, events = generate_chunk(spec)
+        users[-1] = (*users[-1][:5], 0, *users[-1][6:])  # daily_goal must be 1..100
+        return users, tasks, events
+
+    schema_before = await _schema_of_task_tables(pool)
+    monkeypatch.setattr("gateway.seed.generate_chunk", bad_chunk)
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.CheckViolationError):
+            await seed(conn, users=4, days=10, tasks_per_user=5, chunk_users=2, bulk=True,
+                       in_process=True)
+    assert await _schema_of_task_tables(pool) == schema_before
+    assert await pool.fetchval("select count(*) from tasks") == 0

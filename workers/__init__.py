@@ -1,0 +1,41 @@
+"""arq workers: the jobs that keep the rollups, views and caches full.
+
+`arq workers.WorkerSettings` runs a worker; `arq --check workers.WorkerSettings` checks one.
+`WorkerSettings` is built on first access (PEP 562 `__getattr__`) rather than at import, so that
+importing `workers` (the `jobs` CLI, the API enqueueing a repair) neither reads the settings nor
+starts the embedded servers. A bad setting (e.g. an unsupported `AGGREGATION_SCHEDULE`) stops the
+process with one line naming it, as the API's entry points do.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["AGGREGATE_JOB", "NIGHTLY_CRON", "REFRESH_VIEWS_JOB", "REPAIR_JOB", "WARM_CACHE_CRON",
+           "WARM_CACHE_JOB", "WorkerSettings"]
+
+# The names jobs are enqueued under, shared by the worker, the API and the CLI. They live here,
+# free of imports, so that enqueueing never has to load the jobs' own dependencies.
+AGGREGATE_JOB = "aggregate"
+REPAIR_JOB = "repair_stale"
+REFRESH_VIEWS_JOB = "refresh_views"
+WARM_CACHE_JOB = "warm_cache"
+# Cron job names; distinct from the function names, which arq keeps in the same dict.
+NIGHTLY_CRON = "cron:aggregate_nightly"
+WARM_CACHE_CRON = "cron:warm_cache"
+
+
+def __getattr__(name: str) -> Any:
+    if name != "WorkerSettings":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from gateway.settings import SettingsError
+    from workers.settings import build_worker_settings, load_settings
+
+    try:
+        worker_settings = build_worker_settings(load_settings(), configure_logging=True)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    globals()["WorkerSettings"] = worker_settings
+    return worker_settings

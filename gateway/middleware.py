@@ -1,0 +1,243 @@
+"""The HTTP edge: pure ASGI middleware, since each sits on every request (Starlette's
+`BaseHTTPMiddleware` would add a task and a stream copy per request).
+
+Outermost first, as `gateway.app` stacks them:
+
+- `EdgeMiddleware`: the request id (the caller's `X-Request-ID` or a new one, echoed back and put
+  in the log context), the per-request deadline (`TIMEOUT`, then 504 if nothing was sent yet),
+  security headers, the request metrics and access log line, and a JSON 500 with the request id
+  for anything unhandled;
+- Starlette's `TrustedHostMiddleware` (`ALLOWED_HOSTS`), `CORSMiddleware` (`CORS_ORIGINS`) and
+  `GZipMiddleware` (`ENABLE_RESPONSE_COMPRESSION`, bodies over 1,000 bytes);
+- `RateLimitMiddleware`: `RATE_LIMIT_PER_MINUTE` per user or client IP, 429 with `Retry-After`;
+- `GraphQLBodyGate`: for `POST /graphql`, `application/json` only (415), at most
+  `MAX_BODY_BYTES` (413, before anything is parsed) and no batches (a JSON array, 400).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from gateway import sentry
+from gateway.auth import bearer_token, decode_access_token
+from gateway.errors import Unauthenticated
+from gateway.logs import RequestInfo, current_request, new_request_id
+from gateway.metrics import REJECTED, RequestMetrics
+from gateway.ratelimit import RateLimiter, TrustedProxies, client_ip
+from gateway.settings import Settings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("gateway.access")
+
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})  # probes: no access line, no limit
+HSTS = b"max-age=31536000; includeSubDomains"
+
+
+async def send_error(send: Send, status: int, message: str, code: str,
+                     headers: list[tuple[bytes, bytes]] | None = None,
+                     **extensions: Any) -> None:
+    """A GraphQL-shaped JSON error response, for refusals made before GraphQL runs."""
+    info = current_request.get()
+    if info is not None and code == "INTERNAL_SERVER_ERROR":
+        extensions["requestId"] = info.request_id
+    body = orjson.dumps({"errors": [{"message": message,
+                                     "extensions": {"code": code, **extensions}}]})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, settings: Settings, request_metrics: RequestMetrics) -> None:
+        self.app = app
+        self.timeout = float(settings.timeout)
+        self.metrics = request_metrics
+        self.headers = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"x-frame-options", b"SAMEORIGIN"),
+            (b"referrer-policy", b"strict-origin-when-cross-origin"),
+        ]
+        if settings.is_production:
+            self.headers.append((b"strict-transport-security", HSTS))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        info = RequestInfo(new_request_id(_header(scope, b"x-request-id")))
+        token = current_request.set(info)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        deadline = asyncio.timeout(self.timeout)
+        request_id = info.request_id.encode()
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                if not deadline_over:  # a streamed body may take longer than the deadline
+                    deadline.reschedule(None)
+                message["headers"] = [*message.get("headers", ()), *self.headers,
+                                      (b"x-request-id", request_id)]
+            await send(message)
+
+        deadline_over = False
+        try:
+            try:
+                async with deadline:
+                    await self.app(scope, receive, send_with_headers)
+            finally:
+                deadline_over = True
+        except TimeoutError:
+            log.warning("request deadline of %.0f s passed: %s %s", self.timeout,
+                        scope["method"], scope["path"])
+            if not response_started:
+                await send_error(send_with_headers, 504, "The request took too long",
+                                 "SERVICE_UNAVAILABLE")
+        except Exception as exc:
+            log.error("unhandled error in %s %s", scope["method"], scope["path"], exc_info=True)
+            sentry.capture(exc, info.request_id)
+            if not response_started:
+                await send_error(send_with_headers, 500, "Internal server error",
+                                 "INTERNAL_SERVER_ERROR")
+        finally:
+            seconds = time.perf_counter() - started
+            path = scope["path"]
+            self.metrics.observe(scope["method"], path, status, seconds)
+            if path not in QUIET_PATHS:
+                access_log.info("%s %s %d", scope["method"], path, status,
+                                extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
+            current_request.reset(token)
+
+
+def identify(scope: Scope, settings: Settings, trusted: TrustedProxies) -> dict[str, Any]:
+    """The caller (from the bearer token) and client IP of a request, worked out once and kept in
+    the request's state for the GraphQL context."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    if "client_ip" not in state:
+        state["client_ip"] = client_ip(scope, trusted)
+        state["caller"] = None
+        state["auth_error"] = None
+        try:
+            token = bearer_token(_header(scope, b"authorization"))
+            if token is not None:
+                state["caller"] = decode_access_token(settings, token)
+        except Unauthenticated as exc:
+            state["auth_error"] = exc
+        info = current_request.get()
+        if info is not None and state["caller"] is not None:
+            info.user_id = str(state["caller"].id)
+    return state
+
+
+class RateLimitMiddleware:
+    """`RATE_LIMIT_PER_MINUTE` per signed-in user, else per client IP, on every path but the
+    probes and `/metrics`. The limiter itself lives in `app.state` (made by the lifespan)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in QUIET_PATHS or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        state = identify(scope, self.settings, self.trusted)
+        limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
+        if limiter is not None:
+            caller = state["caller"]
+            identity = f"user:{caller.id}" if caller is not None else f"ip:{state['client_ip']}"
+            decision = await limiter.check_request(identity)
+            if not decision.allowed:
+                REJECTED.labels("rate_limited").inc()
+                await send_error(send, 429, "Too many requests; slow down", "RATE_LIMITED",
+                                 [(b"retry-after", str(decision.retry_after).encode())],
+                                 retryAfter=decision.retry_after)
+                return
+        await self.app(scope, receive, send)
+
+
+class GraphQLBodyGate:
+    """Checks a `POST /graphql` before Strawberry reads it: JSON only, no bigger than
+    `max_bytes` (refused on `Content-Length` without reading, or as soon as a chunked body
+    passes the limit), and one operation per request (batches would multiply every limit)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path: str = "/graphql") -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            REJECTED.labels("unsupported_media_type").inc()
+            await send_error(send, 415, "POST /graphql takes a JSON body "
+                             "(Content-Type: application/json)", "BAD_USER_INPUT")
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body.lstrip()[:1] == b"[":
+            REJECTED.labels("batch").inc()
+            await send_error(send, 400, "Batched operations are not accepted; send one "
+                             "operation per request", "BAD_USER_INPUT")
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Send) -> None:
+        REJECTED.labels("too_large").inc()
+        await send_error(send, 413, f"Request body larger than {self.max_bytes} bytes",
+                         "QUERY_TOO_COMPLEX", maxBytes=self.max_bytes)

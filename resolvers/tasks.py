@@ -1,0 +1,178 @@
+"""Task resolvers: who asks, argument checks, then SQL in one transaction per mutation.
+
+Each mutation runs in one transaction that also writes the `task_events` row of a status change
+and marks the rollup days it affects stale (so the analytics API stays exact), and calls
+`gateway.events.tasks_changed` only after the commit. A task of another user, a deleted task and a
+malformed id all answer NOT_FOUND, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import strawberry
+
+from gateway import events
+from gateway.context import Info
+from gateway.db import query
+from gateway.errors import BadUserInput, NotFound
+from schema.pagination import check_first, decode_cursor
+from workers.aggregation import affected_days, mark_days_stale
+
+if TYPE_CHECKING:
+    from schema.tasks import CreateTaskInput, TaskFilter, UpdateTaskInput
+
+TITLE_MAX = 500
+DESCRIPTION_MAX = 10_000
+
+
+def parse_task_id(raw: str) -> uuid.UUID:
+    """A task id; a malformed one is NOT_FOUND like any id the caller does not own."""
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        raise NotFound("Task not found") from None
+
+
+def check_title(title: str) -> str:
+    """The title without surrounding blanks: 1..500 characters, else BAD_USER_INPUT."""
+    title = title.strip()
+    if not 1 <= len(title) <= TITLE_MAX:
+        raise BadUserInput(f"title must have 1 to {TITLE_MAX} characters", field="title")
+    return title
+
+
+def check_description(description: str) -> str:
+    if len(description) > DESCRIPTION_MAX:
+        raise BadUserInput(f"description may have at most {DESCRIPTION_MAX} characters",
+                           field="description")
+    return description
+
+
+def like_pattern(search: str) -> str:
+    """A case-insensitive "contains" LIKE pattern matching `search` literally."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def check_due_range(due_from: date | None, due_to: date | None) -> None:
+    if due_from is not None and due_to is not None and due_from > due_to:
+        raise BadUserInput("dueFrom must not be after dueTo", field="dueFrom")
+
+
+def filter_params(flt: TaskFilter | None) -> tuple[str | None, str | None, date | None,
+                                                      date | None, str | None]:
+    """The SQL parameters ($2..$6 of list_tasks) of a filter."""
+    if flt is None:
+        return None, None, None, None, None
+    check_due_range(flt.due_from, flt.due_to)
+    search = flt.search.strip() if flt.search else None
+    return (flt.status.value if flt.status else None,
+            flt.priority.value if flt.priority else None,
+            flt.due_from, flt.due_to,
+            like_pattern(search) if search else None)
+
+
+async def list_tasks(info: Info, flt: TaskFilter | None, first: int | None,
+                     after: str | None) -> tuple[list[asyncpg.Record], int]:
+    """A page of the caller's tasks (one row more than asked, to know if there is a next page)
+    and the page size."""
+    caller = info.context.require_caller()
+    size = check_first(first)
+    cursor = decode_cursor(after)
+    params = filter_params(flt)
+    after_at, after_id = cursor if cursor else (None, None)
+    rows = await info.context.resources.pool.fetch(query("list_tasks"), caller.id, *params,
+                                                   after_at, after_id, size + 1)
+    return rows, size
+
+
+async def get_task(info: Info, raw_id: str) -> asyncpg.Record:
+    caller = info.context.require_caller()
+    row = await info.context.resources.pool.fetchrow(query("task_of_user"),
+                                                     parse_task_id(raw_id), caller.id)
+    if row is None:
+        raise NotFound("Task not found")
+    return row
+
+
+async def _mark_stale(conn: asyncpg.Connection, user_id: uuid.UUID, before: Any,
+                      after: Any) -> list[date]:
+    """Mark the rollup days that this change makes wrong stale, in the change's transaction."""
+    timezone = await conn.fetchval(query("user_timezone"), user_id)
+    days = sorted(affected_days(before, after, timezone))
+    if days:
+        await mark_days_stale(conn, user_id, days)
+    return days
+
+
+async def create_task(info: Info, data: CreateTaskInput) -> asyncpg.Record:
+    caller = info.context.require_caller()
+    title = check_title(data.title)
+    description = check_description(data.description or "")
+    status = data.status.value if data.status else "todo"
+    priority = data.priority.value if data.priority else "medium"
+    resources = info.context.resources
+    async with resources.pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(query("insert_task"), caller.id, title, description, status,
+                                  priority, data.due_date)
+        await conn.execute(query("insert_task_event"), row["id"], caller.id, None, status)
+        days = await _mark_stale(conn, caller.id, None, row)
+    await events.tasks_changed(resources, caller.id, days)
+    return row
+
+
+def _given(value: Any) -> bool:
+    return value is not strawberry.UNSET
+
+
+def _required(value: Any, field: str) -> Any:
+    if value is None:
+        raise BadUserInput(f"{field} cannot be null", field=field)
+    return value
+
+
+async def update_task(info: Info, raw_id: str, data: UpdateTaskInput) -> asyncpg.Record:
+    caller = info.context.require_caller()
+    task_id = parse_task_id(raw_id)
+    # Check every field before touching the database: a bad input changes nothing.
+    title = check_title(_required(data.title, "title")) if _given(data.title) else None
+    description = (check_description(_required(data.description, "description"))
+                   if _given(data.description) else None)
+    status = _required(data.status, "status").value if _given(data.status) else None
+    priority = _required(data.priority, "priority").value if _given(data.priority) else None
+    resources = info.context.resources
+    async with resources.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow(query("task_of_user_for_update"), task_id, caller.id)
+        if before is None:
+            raise NotFound("Task not found")
+        after = await conn.fetchrow(
+            query("update_task"), task_id, caller.id,
+            title if title is not None else before["title"],
+            description if description is not None else before["description"],
+            status or before["status"],
+            priority or before["priority"],
+            data.due_date if _given(data.due_date) else before["due_date"])
+        if after["status"] != before["status"]:
+            await conn.execute(query("insert_task_event"), task_id, caller.id,
+                               before["status"], after["status"])
+        days = await _mark_stale(conn, caller.id, before, after)
+    await events.tasks_changed(resources, caller.id, days)
+    return after
+
+
+async def delete_task(info: Info, raw_id: str) -> None:
+    caller = info.context.require_caller()
+    task_id = parse_task_id(raw_id)
+    resources = info.context.resources
+    async with resources.pool.acquire() as conn, conn.transaction():
+        before = await conn.fetchrow(query("task_of_user_for_update"), task_id, caller.id)
+        if before is None:
+            raise NotFound("Task not found")
+        await conn.execute(query("soft_delete_task"), task_id, caller.id)
+        # A deleted task counts nowhere: to analytics it is as if it were gone.
+        days = await _mark_stale(conn, caller.id, before, None)
+    await events.tasks_changed(resources, caller.id, days)

@@ -1,0 +1,292 @@
+"""The pure part of `make bench`: results, ratios to baselines, targets, the table and the JSON.
+
+No I/O beyond writing the result file, so that `tests/test_bench_report.py` can check it quickly.
+Latencies are kept in milliseconds, memory in MiB.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Run:
+    """One measured scenario at one concurrency level on one dataset."""
+
+    scenario: str                      # e.g. "dashboard cold"
+    users: int                         # dataset size
+    concurrency: int
+    requests: int = 0
+    seconds: float = 0.0
+    rps: float = 0.0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    errors: int = 0
+    statements_per_request: float | None = None  # pg_stat_statements calls / requests
+    queries_per_request: float | None = None     # the same without the pool's reset statements
+    peak_rss_mib: float | None = None  # of the process that served the scenario
+    baseline: str | None = None        # the scenario this one is compared with
+    rps_ratio: float | None = None     # rps / baseline rps
+    p50_ratio: float | None = None     # p50 / baseline p50
+    skipped: str | None = None         # why it did not run
+    kind: str = "graphql"              # graphql, baseline
+
+
+@dataclass
+class Job:
+    """One timed piece of batch work (seeding, aggregation)."""
+
+    name: str
+    users: int
+    seconds: float
+    rows: int
+    skipped: str | None = None
+
+    @property
+    def rows_per_second(self) -> float | None:
+        return self.rows / self.seconds if self.seconds > 0 and not self.skipped else None
+
+
+@dataclass
+class Target:
+    name: str
+    goal: str
+    measured: str
+    met: bool | None  # None: could not be measured
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "config": self.config,
+            "runs": [asdict(r) for r in self.runs],
+            "jobs": [{**asdict(j), "rows_per_second": j.rows_per_second} for j in self.jobs],
+            "targets": [asdict(t) for t in self.targets],
+            "notes": self.notes,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
+
+
+def parse_wrk(summary: dict[str, Any], graphql_errors: int = 0) -> dict[str, Any]:
+    """The figures of one wrk run from the JSON that `wrk.lua`'s `done()` prints.
+
+    wrk reports latencies in microseconds and counts socket errors and non-2xx/3xx answers
+    separately; a GraphQL error arrives with 200 and is counted by the script.
+    """
+    requests = int(summary["requests"])
+    seconds = float(summary["duration_us"]) / 1e6
+    errors = (int(summary.get("connect", 0)) + int(summary.get("read", 0))
+              + int(summary.get("write", 0)) + int(summary.get("timeout", 0))
+              + int(summary.get("status", 0)) + int(summary.get("graphql_errors", 0))
+              + graphql_errors)
+
+    def ms(key: str) -> float | None:
+        value = summary.get(key)
+        return round(float(value) / 1000, 2) if value is not None and requests else None
+
+    return {
+        "requests": requests,
+        "seconds": round(seconds, 2),
+        "rps": round(requests / seconds, 1) if seconds > 0 else 0.0,
+        "p50_ms": ms("p50"),
+        "p95_ms": ms("p95"),
+        "p99_ms": ms("p99"),
+        "errors": errors,
+    }
+
+
+def apply_baselines(runs: Sequence[Run], baselines: dict[str, str]) -> None:
+    """Fill each GraphQL run's ratios from the baseline run of the same dataset and concurrency.
+
+    `baselines` maps a scenario to its baseline scenario. A ratio needs figures on both sides;
+    otherwise it stays None.
+    """
+    index = {(r.scenario, r.users, r.concurrency): r for r in runs if not r.skipped}
+    for run in runs:
+        base_name = baselines.get(run.scenario)
+        if base_name is None or run.skipped:
+            continue
+        run.baseline = base_name
+        base = index.get((base_name, run.users, run.concurrency))
+        if base is None:
+            continue
+        if base.rps > 0:
+            run.rps_ratio = round(run.rps / base.rps, 3)
+        if run.p50_ms is not None and base.p50_ms:
+            run.p50_ratio = round(run.p50_ms / base.p50_ms, 2)
+
+
+def _find(runs: Iterable[Run], scenario: str, users: int | None = None,
+          concurrency: int | None = None) -> list[Run]:
+    return [r for r in runs if r.scenario == scenario and not r.skipped
+            and (users is None or r.users == users)
+            and (concurrency is None or r.concurrency == concurrency)]
+
+
+def _fmt(value: float | None, unit: str = "", digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def evaluate_targets(runs: Sequence[Run], jobs: Sequence[Job], main_users: int
+                     ) -> list[Target]:
+    """The issue's targets, judged on the main dataset. A target whose scenario did not run is
+    reported as not measured (None), never as met."""
+    targets: list[Target] = []
+
+    def lowest_c(scenario: str) -> Run | None:
+        found = sorted(_find(runs, scenario, main_users), key=lambda r: r.concurrency)
+        return found[0] if found else None
+
+    def highest_c(scenario: str) -> Run | None:
+        found = sorted(_find(runs, scenario, main_users), key=lambda r: r.concurrency)
+        return found[-1] if found else None
+
+    cold = lowest_c("dashboard cold")
+    targets.append(Target("uncached dashboard p50", "<= 15 ms",
+                          _fmt(cold.p50_ms if cold else None, " ms"),
+                          None if cold is None or cold.p50_ms is None else cold.p50_ms <= 15))
+    warm_hi = highest_c("dashboard warm")
+    ratio = warm_hi.rps_ratio if warm_hi else None
+    targets.append(Target("cached dashboard throughput vs bare Redis endpoint", ">= 50%",
+                          _fmt(ratio * 100 if ratio is not None else None, "%", 0)
+                          + (f" at c={warm_hi.concurrency}" if warm_hi else ""),
+                          None if ratio is None else ratio >= 0.5))
+    warm = lowest_c("dashboard warm")
+    speedup = (cold.p50_ms / warm.p50_ms if cold and warm and cold.p50_ms and warm.p50_ms
+               else None)
+    targets.append(Target("cached dashboard p50 vs uncached", ">= 5x faster",
+                          _fmt(speedup, "x"), None if speedup is None else speedup >= 5))
+    admin = lowest_c("admin cold")
+    targets.append(Target("admin query (100 users) uncached p50", "<= 60 ms",
+                          _fmt(admin.p50_ms if admin else None, " ms"),
+                          None if admin is None or admin.p50_ms is None
+                          else admin.p50_ms <= 60))
+    dash_sql = cold.queries_per_request if cold else None
+    admin_sql = admin.queries_per_request if admin else None
+    targets.append(Target(
+        "SQL statements per request independent of users asked for",
+        "admin (100 users) <= dashboard (1 user) + 2",
+        f"dashboard {_fmt(dash_sql)}, admin {_fmt(admin_sql)}",
+        None if dash_sql is None or admin_sql is None else admin_sql <= dash_sql + 2))
+    measured = [r for r in runs if not r.skipped and r.kind == "graphql"]
+    errors = sum(r.errors for r in measured)
+    targets.append(Target("no errors under load", "0", str(errors),
+                          None if not measured else errors == 0))
+    rss = [r.peak_rss_mib for r in measured if r.kind == "graphql" and r.peak_rss_mib]
+    peak = max(rss) if rss else None
+    targets.append(Target("API RSS", "< 200 MiB", _fmt(peak, " MiB"),
+                          None if peak is None else peak < 200))
+    for name, goal_s in (("aggregate one day", 5.0), ("backfill 365 days", 120.0)):
+        job = next((j for j in jobs if j.name == name and j.users == main_users
+                    and not j.skipped), None)
+        targets.append(Target(f"{name} ({main_users} users)", f"< {goal_s:g} s",
+                              _fmt(job.seconds if job else None, " s"),
+                              None if job is None else job.seconds < goal_s))
+    sizes = sorted({r.users for r in _find(runs, "dashboard cold")})
+    if len(sizes) >= 2:
+        small = sorted(_find(runs, "dashboard cold", sizes[0]), key=lambda r: r.concurrency)
+        large = sorted(_find(runs, "dashboard cold", sizes[-1]), key=lambda r: r.concurrency)
+        if small and large and small[0].p50_ms and large[0].p50_ms:
+            growth = large[0].p50_ms / small[0].p50_ms
+            targets.append(Target(
+                f"uncached dashboard p50 flat from {sizes[0]} to {sizes[-1]} users",
+                "<= 1.5x", _fmt(growth, "x", 2), growth <= 1.5))
+    return targets
+
+
+COLUMNS = ("scenario", "users", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors",
+           "SQL/req", "RSS MiB", "vs baseline (req/s, p50)")
+# SQL/req shows "queries (statements)": statements include the pool's per-release reset.
+
+
+def _ratio_text(run: Run) -> str:
+    if run.baseline is None:
+        return ""
+    if run.rps_ratio is None and run.p50_ratio is None:
+        return f"{run.baseline}: n/a"
+    return (f"{_fmt(run.rps_ratio * 100 if run.rps_ratio is not None else None, '%', 0)}, "
+            f"{_fmt(run.p50_ratio, 'x', 2)} of {run.baseline}")
+
+
+def _sql_text(run: Run) -> str:
+    if run.queries_per_request is None:
+        return _fmt(run.statements_per_request, "", 1)
+    return (f"{_fmt(run.queries_per_request, '', 1)} "
+            f"({_fmt(run.statements_per_request, '', 1)})")
+
+
+def run_rows(runs: Sequence[Run]) -> list[list[str]]:
+    rows = []
+    for r in runs:
+        if r.skipped:
+            rows.append([r.scenario, str(r.users), str(r.concurrency), "skipped: " + r.skipped,
+                         *[""] * (len(COLUMNS) - 4)])
+            continue
+        rows.append([r.scenario, str(r.users), str(r.concurrency), _fmt(r.rps, "", 0),
+                     _fmt(r.p50_ms, "", 2), _fmt(r.p95_ms, "", 2), _fmt(r.p99_ms, "", 2),
+                     str(r.errors), _sql_text(r),
+                     _fmt(r.peak_rss_mib, "", 0), _ratio_text(r)])
+    return rows
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False
+                 ) -> str:
+    """A plain-text (aligned) or Markdown table. Skipped rows keep their reason in one cell."""
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [len(h) for h in header]
+    for row in rows:
+        if row[3].startswith("skipped: "):
+            continue
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    out.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        if row[3].startswith("skipped: "):
+            out.append("  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=False))
+                       + "  " + row[3])
+        else:
+            out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(out)
+
+
+def job_rows(jobs: Sequence[Job]) -> list[list[str]]:
+    return [[j.name, str(j.users), "skipped: " + j.skipped if j.skipped else _fmt(j.seconds, " s"),
+             "" if j.skipped else f"{j.rows:,}",
+             "" if j.skipped else _fmt(j.rows_per_second, "", 0)] for j in jobs]
+
+
+def target_rows(targets: Sequence[Target]) -> list[list[str]]:
+    verdict = {True: "met", False: "MISSED", None: "not measured"}
+    return [[t.name, t.goal, t.measured, verdict[t.met]] for t in targets]
+
+
+def render(report: Report, markdown: bool = False) -> str:
+    """The whole report as text: scenarios, batch jobs, targets."""
+    parts = [format_table(COLUMNS, run_rows(report.runs), markdown)]
+    if report.jobs:
+        parts.append(format_table(("job", "users", "time", "rows", "rows/s"),
+                                  job_rows(report.jobs), markdown))
+    if report.targets:
+        parts.append(format_table(("target", "goal", "measured", "verdict"),
+                                  target_rows(report.targets), markdown))
+    return "\n\n".join(parts)

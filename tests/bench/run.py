@@ -1,0 +1,819 @@
+"""`make bench`: seed a benchmark database, serve the API as in production, load it with wrk, and
+compare every figure with bare baselines measured in the same run.
+
+    python -m tests.bench.run            # what `make bench` runs
+    BENCH_QUICK=1 make bench             # 1,000 users, short runs: does the harness work?
+    BENCH_USERS=1000 make bench          # a smaller main dataset
+    BENCH_LARGE=1 make bench             # also the 100,000-user scaling point
+
+Settings (environment): BENCH_USERS (10000), BENCH_SIZES (the datasets, default "1000,<users>"),
+BENCH_LARGE, BENCH_TASKS (tasks per user, 200), BENCH_DAYS (365), BENCH_DURATION (seconds per
+run, 8), BENCH_CONCURRENCY ("1,16"), BENCH_SAMPLE (users the load picks from, 500),
+BENCH_RESEED=1 (seed again even when the database is already seeded today), BENCH_PROFILE=1
+(py-spy on the API during the uncached dashboard run), BENCH_OUT (the result file).
+`DATABASE_URL` / `REDIS_URL` name servers to use instead (databases `gateway_bench_<users>` are
+created there). By default the run starts its own PostgreSQL cluster from the embedded binaries
+(data under `.data/bench/`, kept so that a dataset seeded today is reused; never the development
+database) and a private redis-server. Traffic goes to 127.0.0.1 only, every run is bounded in time,
+and every process started here is stopped on exit, errors included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pickle
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from gateway.auth import create_access_token
+from gateway.db import normalize_dsn
+from gateway.embedded import PostgresServer, RedisServer, free_port
+from gateway.migrate import migrate
+from gateway.seed import ADMIN_EMAIL, seed
+from gateway.settings import Settings
+from tests.bench.baseline import redis_key
+from tests.bench.report import (
+    Job,
+    Report,
+    Run,
+    apply_baselines,
+    evaluate_targets,
+    parse_wrk,
+    render,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = ROOT / "bench-results"
+# The benchmark's own PostgreSQL cluster (kept between runs, so that a seeded dataset is reused).
+BENCH_DATA_DIR = ROOT / ".data" / "bench"
+
+DASHBOARD_QUERY = """query Dashboard {
+  overview { totalTasks completedTasks pendingTasks inProgressTasks overdueTasks dueTodayTasks
+             completionRate priorityDistribution { high medium low }
+             statusDistribution { todo inProgress done } }
+  trends(period: DAY) { period from to points { date tasksCreated tasksCompleted tasksDue
+                                               tasksCompletedOnTime completionRate
+                                               productivityScore } }
+  productivity { from to score tasksCompleted currentStreak longestStreak daysGoalMet
+                 leadTimeHours cycleTimeHours onTimeRate mostProductiveWeekday
+                 mostProductiveHour }
+}"""
+ADMIN_QUERY = """query Admin {
+  users(first: 100) { edges { node { id overview { totalTasks completedTasks pendingTasks
+    inProgressTasks overdueTasks dueTodayTasks completionRate
+    priorityDistribution { high medium low } statusDistribution { todo inProgress done } } } } }
+}"""
+CREATE_MUTATION = """mutation Create { createTask(input: {title: "bench task", priority: HIGH}) {
+  id status } }"""
+COMPLETE_MUTATION = """mutation Complete($id: ID!) { updateTask(id: $id, input: {status: DONE}) {
+  id status } }"""
+
+# Each GraphQL scenario and the baseline it is compared with.
+BASELINES = {
+    "dashboard warm": "baseline redis dashboard",
+    "dashboard cold": "baseline sql dashboard",
+    "admin warm": "baseline redis admin",
+    "admin cold": "baseline sql admin",
+    "mutation mix": "baseline sql dashboard",
+}
+
+
+@dataclass
+class Config:
+    users: int
+    sizes: list[int]
+    tasks: int
+    days: int
+    duration: int
+    concurrency: list[int]
+    sample: int
+    reseed: bool
+    profile: bool
+    quick: bool
+    out: Path
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Config:
+        quick = env.get("BENCH_QUICK", "") not in ("", "0", "false")
+        users = int(env.get("BENCH_USERS", "1000" if quick else "10000"))
+        default_sizes = f"{users}" if quick else f"1000,{users}"
+        sizes = sorted({int(s) for s in env.get("BENCH_SIZES", default_sizes).split(",") if s})
+        if env.get("BENCH_LARGE", "") not in ("", "0", "false"):
+            sizes = sorted({*sizes, 100_000})
+        if users not in sizes:
+            sizes = sorted({*sizes, users})
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d")
+        out = Path(env.get("BENCH_OUT") or RESULTS_DIR / f"{stamp}{'-quick' if quick else ''}.json")
+        return cls(
+            users=users, sizes=sizes, tasks=int(env.get("BENCH_TASKS", "200")),
+            days=int(env.get("BENCH_DAYS", "365")),
+            duration=int(env.get("BENCH_DURATION", "3" if quick else "8")),
+            concurrency=[int(c) for c in env.get("BENCH_CONCURRENCY",
+                                                 "1,8" if quick else "1,16").split(",")],
+            sample=int(env.get("BENCH_SAMPLE", "200" if quick else "500")),
+            reseed=env.get("BENCH_RESEED", "") not in ("", "0", "false"),
+            profile=env.get("BENCH_PROFILE", "") not in ("", "0", "false"),
+            quick=quick, out=out)
+
+
+def log(message: str) -> None:
+    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Processes:
+    """Everything this run started, stopped in reverse order whatever happens."""
+
+    servers: list[Server] = field(default_factory=list)
+    redis: RedisServer | None = None
+    stop_embedded: list[Any] = field(default_factory=list)
+
+    def stop_servers(self) -> None:
+        for server in reversed(self.servers):
+            stop_process(server.process)
+        self.servers.clear()
+
+    def stop_all(self) -> None:
+        self.stop_servers()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        for server in reversed(self.stop_embedded):
+            server.stop()
+        self.stop_embedded.clear()
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 10) -> None:
+    """SIGTERM the process group (uvicorn and anything it started), then SIGKILL if needed."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=grace)
+
+
+def start_server(name: str, argv: list[str], env: dict[str, str]) -> Server:
+    """`python argv...` on a free port (`PORT` in its environment, `{port}` in `argv`), in a
+    process group of its own so that it can be stopped with everything it started."""
+    port = free_port()
+    log_dir = BENCH_DATA_DIR / "logs"  # kept after the run, for a server that failed
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    process = subprocess.Popen(
+        [sys.executable, *(a.replace("{port}", str(port)) for a in argv)],
+        env={**env, "PORT": str(port)}, cwd=ROOT,
+        stdin=subprocess.DEVNULL, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    return Server(name, port, process, log_path)
+
+
+def wait_healthy(server: Server, path: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited; see {server.log_path}:\n"
+                               + server.log_path.read_text()[-3000:])
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(server.url + path, timeout=2).status_code < 500:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not answer {path} within {timeout:.0f} s")
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) so far."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def ensure_wrk() -> str:
+    """The wrk binary; installed from Debian's packages when missing and we are root."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk is missing: apt-get install -y wrk")
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False,
+                       stdin=subprocess.DEVNULL, timeout=300)
+        found = shutil.which("wrk")
+        if found:
+            return found
+        subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False,
+                       stdin=subprocess.DEVNULL, timeout=300)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit("make bench needs wrk (Debian/Ubuntu: apt-get install wrk; macOS: brew "
+                     "install wrk)")
+
+
+def run_wrk(wrk: str, url: str, mode: str, data_dir: Path, concurrency: int,
+            duration: int) -> dict[str, Any]:
+    """One bounded wrk run; the figures of its BENCH_JSON line."""
+    argv = [wrk, "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s",
+            "-s", str(BENCH_DIR / "wrk.lua"), url, "--", mode, str(data_dir)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                         stdin=subprocess.DEVNULL, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return parse_wrk(json.loads(line.removeprefix("BENCH_JSON ")))
+    raise RuntimeError(f"wrk gave no result (exit {out.returncode}): {out.stderr[-2000:]}")
+
+
+# --- database -------------------------------------------------------------------------------------
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, _ = normalize_dsn(url).rpartition("/")
+    return f"{base}/{name}"
+
+
+def seed_marker(cfg: Config, users: int) -> str:
+    return (f"bench-seed users={users} tasks={cfg.tasks} days={cfg.days} "
+            f"date={datetime.now(UTC).date().isoformat()}")
+
+
+async def prepare_database(server_url: str, users: int, cfg: Config) -> tuple[str, Job | None]:
+    """The database of one dataset, migrated and seeded. A database seeded today with the same
+    arguments is reused (the seed is relative to now, so an older one is seeded again)."""
+    name = f"gateway_bench_{users}"
+    dsn = with_database(server_url, name)
+    admin = await asyncpg.connect(with_database(server_url, "postgres"))
+    try:
+        comment = await admin.fetchval(
+            "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+            name)
+        if comment == seed_marker(cfg, users) and not cfg.reseed:
+            await migrate(dsn)
+            log(f"{name}: reusing the data seeded today")
+            return dsn, None
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.execute(f'create database "{name}"')
+    finally:
+        await admin.close()
+    await migrate(dsn)
+    log(f"{name}: seeding {users} users x {cfg.tasks} tasks over {cfg.days} days")
+    conn = await asyncpg.connect(dsn)
+    try:
+        result = await seed(conn, users=users, days=cfg.days, tasks_per_user=cfg.tasks)
+        await conn.execute(f"comment on database \"{name}\" is '{seed_marker(cfg, users)}'")
+    finally:
+        await conn.close()
+    log(f"{name}: seeded {result.tasks:,} tasks and {result.events:,} events "
+        f"in {result.seconds:.1f} s")
+    return dsn, Job("seed", users, round(result.seconds, 2), result.tasks + result.events)
+
+
+# What asyncpg's pool sends when a connection goes back to the pool (Connection.reset): one round
+# trip, but four statements in pg_stat_statements. Counted apart from the queries.
+POOL_RESET_STATEMENTS = ("SELECT pg_advisory_unlock_all()", "CLOSE ALL", "UNLISTEN *",
+                         "RESET ALL")
+
+
+async def statement_counts(conn: asyncpg.Connection) -> tuple[int, int] | None:
+    """(all statements, statements other than the pool's reset) executed in this database so far
+    (pg_stat_statements, top level), this harness's own look-ups excluded."""
+    try:
+        row = await conn.fetchrow("""
+            select coalesce(sum(calls), 0) as total,
+                   coalesce(sum(calls) filter (where not (btrim(query) = any($1::text[]))), 0)
+                       as queries
+            from pg_stat_statements
+            where dbid = (select oid from pg_database where datname = current_database())
+              and query not ilike '%pg_stat_statements%'""", list(POOL_RESET_STATEMENTS))
+    except asyncpg.PostgresError:
+        return None
+    return int(row["total"]), int(row["queries"])
+
+
+async def aggregation_jobs(dsn: str, users: int, settings: Settings) -> list[Job]:
+    """The nightly one-day aggregation and a 365-day backfill, from an empty rollup, on a pool
+    made as the worker makes its own. A job that fails is reported, and the run goes on."""
+    names = ("aggregate one day", "backfill 365 days")
+    try:
+        from workers.aggregation import aggregate_closed_days, aggregate_range
+    except ImportError as exc:
+        return [Job(name, users, 0, 0, f"workers.aggregation not importable ({exc})")
+                for name in names]
+    from gateway.db import create_pool
+
+    options: dict[str, Any] = {}
+    with contextlib.suppress(ImportError):
+        from workers.settings import worker_pool_options
+
+        options = worker_pool_options(settings)
+    pool = await create_pool(settings, dsn, min_size=1, max_size=4, **options)
+    jobs: list[Job] = []
+    try:
+        await pool.execute("truncate daily_analytics, rollup_coverage")
+        today = datetime.now(UTC).date()
+        work = (lambda: aggregate_closed_days(pool),
+                lambda: aggregate_range(pool, today - timedelta(days=365), None))
+        for name, job in zip(names, work, strict=True):
+            started = time.perf_counter()
+            try:
+                rows = await job()
+            except Exception as exc:  # reported in the results; the HTTP scenarios still run
+                seconds = time.perf_counter() - started
+                jobs.append(Job(name, users, round(seconds, 2), 0,
+                                f"failed after {seconds:.0f} s: {type(exc).__name__}: {exc}"))
+                log(f"{name}: {jobs[-1].skipped}")
+                continue
+            jobs.append(Job(name, users, round(time.perf_counter() - started, 2), rows))
+            log(f"{name}: {rows:,} rows in {jobs[-1].seconds:.1f} s")
+        await pool.execute("vacuum (analyze) daily_analytics")
+        await pool.execute("vacuum (analyze) rollup_coverage")
+        return jobs
+    finally:
+        await pool.close()
+
+
+# --- what the schema offers -----------------------------------------------------------------------
+
+
+def schema_fields() -> dict[str, set[str]]:
+    """Field names of Query, Mutation and User in the code's schema (production servers refuse
+    introspection, so it is read here)."""
+    from schema.schema import schema
+
+    fields: dict[str, set[str]] = {}
+    for type_name in ("Query", "Mutation", "User"):
+        graphql_type = schema._schema.type_map.get(type_name)
+        fields[type_name] = set(getattr(graphql_type, "fields", {}) or {})
+    return fields
+
+
+def missing_for(scenario: str, fields: dict[str, set[str]]) -> str | None:
+    needs = {
+        "dashboard": [("Query", "overview"), ("Query", "trends"), ("Query", "productivity")],
+        "admin": [("Query", "users"), ("User", "overview")],
+        "mix": [("Query", "overview"), ("Query", "trends"), ("Query", "productivity"),
+                ("Mutation", "createTask"), ("Mutation", "updateTask")],
+    }[scenario]
+    missing = [f"{t}.{f}" for t, f in needs if f not in fields.get(t, set())]
+    return f"schema has no {', '.join(missing)}" if missing else None
+
+
+# --- recording the SQL of one request -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def recording_statements() -> Iterator[list[tuple[str, tuple[Any, ...], bool]]]:
+    """Record (sql, args, returns rows) of every statement asyncpg runs in this process."""
+    recorded: list[tuple[str, tuple[Any, ...], bool]] = []
+    cls = asyncpg.connection.Connection
+    original_execute = cls._execute
+    original_plain = cls.execute
+
+    async def _execute(self: Any, query: str, args: Any, limit: int, timeout: Any,  # noqa: ASYNC109
+                       **kwargs: Any) -> Any:
+        recorded.append((query, tuple(args), not kwargs.get("return_status", False)))
+        return await original_execute(self, query, args, limit, timeout, **kwargs)
+
+    async def execute(self: Any, query: str, *args: Any,
+                      timeout: Any = None) -> Any:  # noqa: ASYNC109
+        # Not the pool's reset on release: the baseline's own pool does that once anyway.
+        if not args and not query.lstrip().startswith(POOL_RESET_STATEMENTS[0]):
+            recorded.append((query, (), False))
+        return await original_plain(self, query, *args, timeout=timeout)
+
+    cls._execute = _execute
+    cls.execute = execute
+    try:
+        yield recorded
+    finally:
+        cls._execute = original_execute
+        cls.execute = original_plain
+
+
+async def record_sql(settings: Settings, requests: dict[str, tuple[uuid.UUID, str, str]]
+                     ) -> dict[str, dict[str, Any]]:
+    """For each named request (user, token, body): the SQL one uncached GraphQL request runs,
+    recorded in this process through the real application."""
+    from gateway.app import create_app
+
+    app = create_app(replace(settings, enable_query_cache=False))
+    recorded: dict[str, dict[str, Any]] = {}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            for name, (user, token, body) in requests.items():
+                headers = {"authorization": f"Bearer {token}",
+                           "content-type": "application/json"}
+                await client.post("/graphql", content=body, headers=headers)  # connections
+                with recording_statements() as statements:
+                    response = await client.post("/graphql", content=body, headers=headers)
+                if response.status_code != 200 or "errors" in response.json():
+                    raise RuntimeError(f"{name}: {response.text[:500]}")
+                recorded[name] = {"user": user, "statements": list(statements)}
+                log(f"recorded {len(statements)} SQL statements of one {name} request")
+    return recorded
+
+
+# --- one dataset ----------------------------------------------------------------------------------
+
+
+def bench_environment(dsn: str, redis_url: str, secret: str) -> dict[str, str]:
+    """The API's production-like configuration for the run."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BENCH_")}
+    env.update({
+        "APP_ENV": "production",
+        "HOST": "127.0.0.1",
+        "WORKERS": "1",
+        "DATABASE_URL": dsn,
+        "REDIS_URL": redis_url,
+        "JWT_SECRET_KEY": secret,
+        "JWT_ACCESS_TOKEN_EXPIRE_MINUTES": "240",
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_ENABLED": "false",
+        "ENABLE_QUERY_CACHE": "true",
+        # Long enough that no cached figure expires in the middle of a run.
+        "CACHE_TTL_OVERVIEW": "3600",
+        "CACHE_TTL_TRENDS": "3600",
+        "CACHE_TTL_PRODUCTIVITY": "3600",
+    })
+    return env
+
+
+def write_load_files(directory: Path, tokens: list[str], body: str,
+                     tasks: list[str] | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"{t} {tasks[i] if tasks else ''}".rstrip() for i, t in enumerate(tokens)]
+    (directory / "tokens.txt").write_text("\n".join(lines) + "\n")
+    (directory / "read.json").write_text(body)
+    return directory
+
+
+def gql_body(query: str, variables: dict[str, Any] | None = None) -> str:
+    return json.dumps({"query": query, "variables": variables or {}})
+
+
+async def warm_and_store(url: str, redis: Any, name: str, tokens: dict[uuid.UUID, str],
+                         body: str, concurrency: int = 8) -> int:
+    """Ask the caching API once per user (filling its cache) and store each answer in Redis for
+    the bare endpoint. Returns the number of answers with errors."""
+    errors = 0
+    queue = list(tokens.items())
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while queue:
+            user, token = queue.pop()
+            response = await client.post(url, content=body, headers={
+                "authorization": f"Bearer {token}", "content-type": "application/json"})
+            if response.status_code != 200 or b'"errors"' in response.content:
+                errors += 1
+            await redis.set(redis_key(name, user), response.content, ex=7200)
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return errors
+
+
+@contextlib.contextmanager
+def profiling(server: Server, seconds: int, label: str, cfg: Config) -> Iterator[None]:
+    """py-spy on the server while the block runs (BENCH_PROFILE=1); its hot spots are printed
+    and written beside the results."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not cfg.profile or not Path(py_spy).exists():
+        yield
+        return
+    raw = cfg.out.with_name(f"{cfg.out.stem}-profile-{label}.txt")
+    process = subprocess.Popen([py_spy, "record", "--pid", str(server.process.pid), "--duration",
+                                str(seconds), "--format", "raw", "--nonblocking", "-o",
+                                str(raw.with_suffix(".raw"))], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        try:
+            process.wait(timeout=seconds + 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    summary = hot_spots(raw.with_suffix(".raw"))
+    raw.write_text(summary + "\n")
+    log(f"profile of {label} (self time by line; full stacks in {raw.with_suffix('.raw')}):\n"
+        + summary)
+
+
+def hot_spots(raw_path: Path, top: int = 25) -> str:
+    """Self and total samples per `file:line` from py-spy's collapsed stacks."""
+    if not raw_path.exists():
+        return "(no profile)"
+    self_counts: dict[str, int] = {}
+    total_counts: dict[str, int] = {}
+    total = 0
+    for line in raw_path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        self_counts[frames[-1]] = self_counts.get(frames[-1], 0) + count
+        for frame in set(frames):
+            total_counts[frame] = total_counts.get(frame, 0) + count
+    if not total:
+        return "(no samples)"
+    lines = [f"{total} samples; top self time:"]
+    for frame, count in sorted(self_counts.items(), key=lambda x: -x[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+    lines.append("top inclusive time (project code):")
+    ours = [(f, c) for f, c in total_counts.items()
+            if any(p in f for p in ("gateway/", "loaders/", "resolvers/", "schema/"))]
+    for frame, count in sorted(ours, key=lambda x: -x[1])[:top]:
+        lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str,
+                        procs: Processes, workdir: Path, report: Report, main: bool) -> None:
+    """Every scenario of one dataset: aggregation, then the HTTP scenarios."""
+    secret = secrets.token_urlsafe(48)
+    env = bench_environment(dsn, redis_url, secret)
+    settings = Settings.load(environ=env, env_file=None)
+    report.jobs.extend(await aggregation_jobs(dsn, users, settings))
+
+    conn = await asyncpg.connect(dsn)
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    try:
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute("create extension if not exists pg_stat_statements")
+        sample = [r["id"] for r in await conn.fetch(
+            "select id from users where role = 'user' order by md5(id::text) limit $1",
+            cfg.sample)]
+        admin_id = await conn.fetchval("select id from users where lower(email) = $1",
+                                       ADMIN_EMAIL)
+        open_tasks = {r["user_id"]: str(r["id"]) for r in await conn.fetch("""
+            select distinct on (user_id) user_id, id from tasks
+            where user_id = any($1::uuid[]) and status <> 'done' and deleted = false
+            order by user_id, created_at desc""", sample)}
+        tokens = {u: create_access_token(settings, u, "user") for u in sample}
+        admin_token = create_access_token(settings, admin_id, "admin")
+        fields = schema_fields()
+        skip = {name: missing_for(name, fields) for name in ("dashboard", "admin", "mix")}
+        dashboard_body, admin_body = gql_body(DASHBOARD_QUERY), gql_body(ADMIN_QUERY)
+        dash_dir = write_load_files(workdir / f"dash-{users}", list(tokens.values()),
+                                    dashboard_body)
+        admin_dir = write_load_files(workdir / f"admin-{users}", [admin_token], admin_body)
+        mix_dir = write_load_files(workdir / f"mix-{users}", list(tokens.values()),
+                                   dashboard_body, [open_tasks.get(u, "") for u in tokens])
+        (mix_dir / "create.json").write_text(gql_body(CREATE_MUTATION))
+        (mix_dir / "complete.json").write_text(gql_body(COMPLETE_MUTATION, {"id": "__TASK__"}))
+
+        to_record = {}
+        if not skip["dashboard"]:
+            to_record["dashboard"] = (sample[0], tokens[sample[0]], dashboard_body)
+        if not skip["admin"] and main:
+            to_record["admin"] = (admin_id, admin_token, admin_body)
+        recorded = await record_sql(settings, to_record) if to_record else {}
+        statements_file = workdir / f"statements-{users}.pkl"
+        statements_file.write_bytes(pickle.dumps(recorded))
+
+        serve = ["-m", "gateway", "serve"]
+        api_warm = start_server(f"api-warm-{users}", serve, env)
+        api_cold = start_server(f"api-cold-{users}", serve,
+                                {**env, "ENABLE_QUERY_CACHE": "false"})
+        baseline = start_server(f"baseline-{users}", [
+            "-m", "uvicorn", "tests.bench.baseline:create_app", "--factory", "--host",
+            "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log"],
+            {**env, "BENCH_STATEMENTS": str(statements_file)})
+        procs.servers += [api_warm, api_cold, baseline]
+        for server in (api_warm, api_cold):
+            wait_healthy(server, "/health")
+        wait_healthy(baseline, "/nothing")
+
+        async def measure(scenario: str, server: Server, path: str, mode: str,
+                          data_dir: Path, concurrency: int, kind: str = "graphql") -> None:
+            before = await statement_counts(conn)
+            label = f"{scenario.replace(' ', '-')}-{users}-c{concurrency}"
+            profile = (cfg.profile and main and scenario in ("dashboard cold", "dashboard warm")
+                       and concurrency == max(cfg.concurrency))
+            try:
+                with (profiling(server, cfg.duration, label, cfg) if profile
+                      else contextlib.nullcontext()):
+                    figures = await asyncio.to_thread(run_wrk, wrk, server.url + path, mode,
+                                                      data_dir, concurrency, cfg.duration)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                reason = f"failed: {str(exc)[:200]}"
+                if server.process.poll() is not None:
+                    reason += f" ({server.name} exited; see its log)"
+                report.runs.append(Run(scenario, users, concurrency, skipped=reason, kind=kind))
+                log(f"{scenario} c={concurrency}: {reason}")
+                return
+            after = await statement_counts(conn)
+            per_request = queries = None
+            if before is not None and after is not None and figures["requests"]:
+                per_request = round((after[0] - before[0]) / figures["requests"], 2)
+                queries = round((after[1] - before[1]) / figures["requests"], 2)
+            run = Run(scenario, users, concurrency, statements_per_request=per_request,
+                      queries_per_request=queries, peak_rss_mib=peak_rss_mib(server.process.pid),
+                      kind=kind, **figures)
+            report.runs.append(run)
+            log(f"{scenario:<26} users={users:<6} c={concurrency:<3} {run.rps:8.1f} req/s  "
+                f"p50 {run.p50_ms} ms  p95 {run.p95_ms} ms  errors {run.errors}  "
+                f"SQL/req {per_request} ({queries} without pool resets)")
+
+        def skipped(scenario: str, reason: str) -> None:
+            log(f"{scenario}: skipped ({reason})")
+            for c in cfg.concurrency:
+                report.runs.append(Run(scenario, users, c, skipped=reason))
+
+        if skip["dashboard"]:
+            for scenario in ("dashboard warm", "dashboard cold"):
+                skipped(scenario, skip["dashboard"])
+        else:
+            errors = await warm_and_store(api_warm.url + "/graphql", redis, "dashboard", tokens,
+                                          dashboard_body)
+            log(f"warmed the cache for {len(tokens)} users ({errors} answers with errors)")
+            for c in cfg.concurrency:
+                await measure("baseline redis dashboard", baseline, "/redis/dashboard", "read",
+                              dash_dir, c, "baseline")
+                await measure("dashboard warm", api_warm, "/graphql", "read", dash_dir, c)
+            for c in cfg.concurrency:
+                await measure("baseline sql dashboard", baseline, "/sql/dashboard", "read",
+                              dash_dir, c, "baseline")
+                await measure("dashboard cold", api_cold, "/graphql", "read", dash_dir, c)
+        if main:
+            if skip["admin"]:
+                for scenario in ("admin warm", "admin cold"):
+                    skipped(scenario, skip["admin"])
+            else:
+                await warm_and_store(api_warm.url + "/graphql", redis, "admin",
+                                     {admin_id: admin_token}, admin_body, concurrency=1)
+                for c in cfg.concurrency:
+                    await measure("baseline redis admin", baseline, "/redis/admin", "read",
+                                  admin_dir, c, "baseline")
+                    await measure("admin warm", api_warm, "/graphql", "read", admin_dir, c)
+                for c in cfg.concurrency:
+                    await measure("baseline sql admin", baseline, "/sql/admin", "read",
+                                  admin_dir, c, "baseline")
+                    await measure("admin cold", api_cold, "/graphql", "read", admin_dir, c)
+            if skip["mix"]:
+                skipped("mutation mix", skip["mix"])
+            else:
+                await measure("mutation mix", api_warm, "/graphql", "mix", mix_dir,
+                              max(cfg.concurrency))
+                # What the mix created is removed again, so that a reused database stays close
+                # to what was seeded (the tasks it completed stay completed).
+                await conn.execute("delete from tasks where title = 'bench task'")
+    finally:
+        procs.stop_servers()
+        await redis.aclose()
+        await conn.close()
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def start_private_postgres(procs: Processes) -> str:
+    """A PostgreSQL cluster of the benchmark's own under `.data/bench/` (embedded binaries, the
+    same server settings as `make run`'s, pg_stat_statements preloaded), on a free port.
+
+    Its own cluster, not a database on the development one: the test suites of other sessions
+    create databases there all day, and their statements would evict ours from
+    pg_stat_statements and compete for its buffers.
+    """
+    server = PostgresServer(BENCH_DATA_DIR / "postgres", port=free_port())
+    if server.is_running():  # left over from an interrupted run
+        server.stop()
+    log(f"starting the benchmark's PostgreSQL on 127.0.0.1:{server.port} ({server.data_dir})")
+    server.start()
+    procs.stop_embedded.append(server)
+    return server.url("postgres")
+
+
+def machine_info(server_version: str | None) -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT, check=False).stdout.strip()
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
+                                 check=False).stdout.split("\n")[0].strip()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory": memory,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(), "postgresql": server_version,
+        "load_generator": wrk_version, "commit": commit,
+        "loadavg_start": os.getloadavg(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+async def run(cfg: Config) -> Report:
+    wrk = ensure_wrk()
+    procs = Processes()
+    report = Report(machine={}, config={
+        "users": cfg.users, "sizes": cfg.sizes, "tasks_per_user": cfg.tasks, "days": cfg.days,
+        "duration_s": cfg.duration, "concurrency": cfg.concurrency, "sample_users": cfg.sample,
+        "quick": cfg.quick, "api": "python -m gateway serve (uvicorn, 1 worker, APP_ENV="
+                                   "production, LOG_LEVEL=WARNING, rate limits off)",
+        "load": "wrk -t1, closed loop, random user per request"})
+    try:
+        server_url = os.environ.get("DATABASE_URL")
+        if not server_url:
+            server_url = start_private_postgres(procs)
+        redis_url = os.environ.get("REDIS_URL")
+        if not redis_url:
+            procs.redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")),
+                                      port=free_port())
+            procs.redis.start()
+            redis_url = procs.redis.url()
+        admin = await asyncpg.connect(with_database(server_url, "postgres"))
+        try:
+            version = await admin.fetchval("show server_version")
+        finally:
+            await admin.close()
+        report.machine = machine_info(version)
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            for users in cfg.sizes:
+                dsn, seeded = await prepare_database(server_url, users, cfg)
+                if seeded:
+                    report.jobs.append(seeded)
+                await bench_dataset(users, dsn, redis_url, cfg, wrk, procs, Path(tmp), report,
+                                    main=users == cfg.users)
+    finally:
+        procs.stop_all()
+    report.machine["loadavg_end"] = os.getloadavg()
+    apply_baselines(report.runs, BASELINES)
+    report.targets = evaluate_targets(report.runs, report.jobs, cfg.users)
+    return report
+
+
+def main() -> int:
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    cfg = Config.from_env(dict(os.environ))
+    log(f"datasets {cfg.sizes} (main {cfg.users}), {cfg.duration} s per run, "
+        f"concurrency {cfg.concurrency}")
+    started = time.monotonic()
+    report = asyncio.run(run(cfg))
+    report.config["wall_seconds"] = round(time.monotonic() - started)
+    report.write(cfg.out)
+    print()
+    print(render(report))
+    print(f"\nwritten to {cfg.out.relative_to(ROOT) if cfg.out.is_relative_to(ROOT) else cfg.out}"
+          f" in {report.config['wall_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

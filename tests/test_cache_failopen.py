@@ -1,0 +1,174 @@
+"""Fail-open: a stopped or hung (SIGSTOPped) Redis never fails a query, and the circuit breaker
+keeps requests from paying the socket timeout one after another. A real redis-server of the
+test's own is stopped and paused; nothing is mocked. `CountingRedis` only counts which commands
+the cache sent, to show that Redis is skipped while the breaker is open."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+from gateway.cache import bump_version, cache_of
+from gateway.circuit import CircuitBreaker, Permit
+from gateway.embedded import RedisServer, free_port
+from gateway.redis import create_redis
+from gateway.resources import Resources
+from gateway.settings import Settings
+from tests.factories import UserFactory
+from tests.test_cache import Counter, load
+
+
+class CountingRedis:
+    """The real client, with a count of the calls the cache made on it."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if name in ("mget", "pipeline", "get", "set", "incr"):
+            self.calls += 1
+        return attr
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_resources(settings: Settings, pool: asyncpg.Pool, server: RedisServer,
+                   circuit_seconds: float) -> tuple[Resources, CountingRedis]:
+    own = replace(settings, redis_url=server.url(), cache_circuit_seconds=circuit_seconds)
+    counting = CountingRedis(create_redis(own, cache_path=True))
+    resources = Resources(own, pool, create_redis(own), counting, None)  # type: ignore[arg-type]
+    return resources, counting
+
+
+async def close(resources: Resources, counting: CountingRedis) -> None:
+    await counting.client.aclose()
+    await resources.redis.aclose()
+
+
+async def test_a_stopped_redis_is_answered_from_postgres_and_then_skipped(
+        settings: Settings, pool: asyncpg.Pool, users: UserFactory,
+        own_redis: RedisServer) -> None:
+    user = await users.create()
+    await users.task(user, status="done", completed_at=datetime.now(UTC))
+    resources, counting = make_resources(settings, pool, own_redis, circuit_seconds=60)
+    try:
+        counter = Counter()
+        assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 1
+        own_redis.stop()
+
+        assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 1
+        assert cache_of(resources).breaker.is_open
+        calls = counting.calls
+        for _ in range(5):
+            assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 1
+        assert counting.calls == calls  # the breaker kept every later request off Redis
+        assert len(counter.calls) == 7
+    finally:
+        await close(resources, counting)
+
+
+async def test_a_hung_redis_costs_one_timeout_then_recovers(
+        settings: Settings, pool: asyncpg.Pool, users: UserFactory,
+        own_redis: RedisServer) -> None:
+    user = await users.create()
+    resources, counting = make_resources(settings, pool, own_redis, circuit_seconds=0.5)
+    cache = cache_of(resources)
+    try:
+        counter = Counter()
+        await load(resources, counter, (user.id, "todo"))
+        own_redis.pause()
+        try:
+            # several requests at once while Redis hangs: all answered, none raises
+            results = await asyncio.gather(
+                *(load(resources, counter, (user.id, "todo")) for _ in range(20)))
+            assert all(r[0]["count"] == 0 for r in results)
+            assert cache.breaker.is_open
+            calls = counting.calls
+            assert (await load(resources, counter, (user.id, "todo")))[0]["count"] == 0
+            assert counting.calls == calls
+        finally:
+            own_redis.resume()
+
+        await asyncio.sleep(0.6)  # the cooldown passes; the next request probes Redis
+        computed = len(counter.calls)
+        assert (await load(resources, counter, (user.id, "todo")))[0]["count"] == 0
+        assert not cache.breaker.is_open
+        assert len(counter.calls) == computed  # and the figure cached before is a hit again
+    finally:
+        await close(resources, counting)
+
+
+async def test_a_bump_that_missed_redis_is_sent_before_the_next_read(
+        settings: Settings, pool: asyncpg.Pool, users: UserFactory,
+        own_redis: RedisServer) -> None:
+    """A task changes while Redis hangs: once Redis is back, the figure cached before the change
+    must not be served (the deferred version bump goes first)."""
+    user = await users.create()
+    task = await users.task(user)
+    resources, counting = make_resources(settings, pool, own_redis, circuit_seconds=0.3)
+    cache = cache_of(resources)
+    try:
+        counter = Counter()
+        assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 0
+        own_redis.pause()
+        try:
+            await pool.execute(
+                "update tasks set status = 'done', completed_at = now() where id = $1", task)
+            await cache.bump([user.id])  # times out: deferred, never raised
+        finally:
+            own_redis.resume()
+        await asyncio.sleep(0.4)
+
+        assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 1
+        assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 1
+    finally:
+        await close(resources, counting)
+
+
+async def test_bump_version_never_raises_when_redis_is_down(
+        settings: Settings, own_redis: RedisServer) -> None:
+    client = create_redis(replace(settings, redis_url=own_redis.url()), cache_path=True)
+    try:
+        assert await bump_version(client, "00000000-0000-0000-0000-000000000001") is True
+        own_redis.stop()
+        assert await bump_version(client, "00000000-0000-0000-0000-000000000001") is False
+    finally:
+        await client.aclose()
+
+
+def test_the_breaker_lets_one_probe_through_after_the_cooldown() -> None:
+    now = [100.0]
+    breaker = CircuitBreaker(5, clock=lambda: now[0])
+    assert breaker.allow() is Permit.CLOSED
+    breaker.failure()
+    assert breaker.allow() is None
+    now[0] += 5
+    assert breaker.allow() is Permit.PROBE
+    assert breaker.allow() is None  # only one probe at a time
+    breaker.failure()
+    assert breaker.allow() is None
+    now[0] += 5
+    probe = breaker.allow()
+    assert probe is Permit.PROBE
+    breaker.abandon(probe)  # a cancelled probe lets the next caller probe
+    assert breaker.allow() is Permit.PROBE
+    breaker.success()
+    assert breaker.allow() is Permit.CLOSED and not breaker.is_open

@@ -1,0 +1,128 @@
+"""The daily rollup: fill `daily_analytics` and the `rollup_coverage` watermark.
+
+Readers (loaders/analytics.py) take covered, non-stale days from `daily_analytics` and compute
+every other day live, so the rollup only makes reads cheaper, never different. Aggregation is
+set-based SQL (`rollup_aggregate` in sql/queries/rollup.sql) sharing its per-day definition with
+the live reads, run for batches of users, each batch in one transaction. Everything here is
+idempotent: running it twice writes the same rows.
+
+The arq jobs around these functions live elsewhere in `workers/`; task mutations call
+`affected_days` and `mark_days_stale` inside their own transactions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from gateway.db import query
+from loaders.analytics import expand_sql
+
+# The task columns whose values decide which days' figures a task contributes to.
+_ANALYTIC_COLUMNS = ("status", "priority", "due_date", "created_at", "completed_at", "deleted")
+
+
+async def _aggregate_batch(pool: asyncpg.Pool, user_ids: Sequence[uuid.UUID],
+                           los: Sequence[date | None], his: Sequence[date | None]) -> int:
+    """Aggregate one batch of users (per-user [lo, hi]) in one transaction; rows written."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(query("rollup_lock_users"), list(user_ids))
+        row = await conn.fetchrow(expand_sql("rollup_aggregate"), list(user_ids), list(los),
+                                  list(his))
+    return int(row["written"]) if row is not None else 0
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + size]
+
+
+async def aggregate_range(pool: asyncpg.Pool, d_from: date | None, d_to: date | None,
+                          user_ids: Sequence[uuid.UUID] | None = None, *,
+                          batch_size: int = 1000) -> int:
+    """Aggregate the local days [d_from, d_to] of the given users (all users when None).
+
+    Each user's range is clamped to days up to their local yesterday; `d_from=None` starts at the
+    user's first task day (created or due), `d_to=None` ends at their local yesterday. Batches of
+    `batch_size` users, each in one transaction. Returns the number of rows written.
+    """
+    if user_ids is None:
+        rows = await pool.fetch("select id from users order by id")
+        ids: list[uuid.UUID] = [r["id"] for r in rows]
+    else:
+        ids = sorted(set(user_ids))
+    written = 0
+    for batch in _batches(ids, batch_size):
+        written += await _aggregate_batch(pool, batch, [d_from] * len(batch),
+                                          [d_to] * len(batch))
+    return written
+
+
+async def aggregate_closed_days(pool: asyncpg.Pool, *, batch_size: int = 1000) -> int:
+    """The nightly catch-up: every user from `covered_through + 1` (or their local yesterday when
+    never covered) to their local yesterday. Users already up to date cost nothing but a read."""
+    written = 0
+    after: uuid.UUID | None = None
+    while True:
+        rows = await pool.fetch(query("rollup_users_page"), after, batch_size)
+        if not rows:
+            return written
+        after = rows[-1]["id"]
+        ids = [r["id"] for r in rows]
+        written += await _aggregate_batch(pool, ids, [r["lo"] for r in rows], [None] * len(ids))
+
+
+async def repair_stale(pool: asyncpg.Pool,
+                       user_ids: Sequence[uuid.UUID] | None = None) -> list[uuid.UUID]:
+    """Re-aggregate the stale days of the given users (all users when None): for each user, the
+    span from their first to their last stale day. Returns the users repaired."""
+    rows = await pool.fetch(query("rollup_stale_ranges"),
+                            list(user_ids) if user_ids is not None else None)
+    for batch in _batches(rows, 1000):
+        await _aggregate_batch(pool, [r["user_id"] for r in batch], [r["lo"] for r in batch],
+                               [r["hi"] for r in batch])
+    return [r["user_id"] for r in rows]
+
+
+async def mark_days_stale(conn: asyncpg.Connection, user_id: uuid.UUID,
+                          days: Iterable[date]) -> None:
+    """Mark rollup days stale, inside the caller's transaction (a task mutation's).
+
+    Only days inside the user's coverage are marked (others are computed live anyway). The user
+    row is locked first so that a concurrent aggregation of this user either finished before
+    (and this sees its coverage) or starts after this transaction commits (and sees the change).
+    """
+    wanted = sorted(set(days))
+    if not wanted:
+        return
+    await conn.execute(query("rollup_lock_user"), user_id)
+    await conn.execute(query("rollup_mark_stale"), user_id, wanted)
+
+
+def _local_day(value: datetime | None, tz: ZoneInfo) -> date | None:
+    return value.astimezone(tz).date() if value is not None else None
+
+
+def affected_days(task_row_before: Mapping[str, Any] | None,
+                  task_row_after: Mapping[str, Any] | None, tz: str) -> set[date]:
+    """The local days whose figures a task change can alter: the created, completed and due days
+    of the task before and after the change. Empty when nothing analytics reads has changed (a new
+    title, say). Rows are mappings with the `tasks` columns (asyncpg Records work)."""
+    if task_row_before is not None and task_row_after is not None and all(
+            task_row_before.get(c) == task_row_after.get(c) for c in _ANALYTIC_COLUMNS):
+        return set()
+    zone = ZoneInfo(tz)
+    days: set[date] = set()
+    for row in (task_row_before, task_row_after):
+        if row is None:
+            continue
+        for day in (_local_day(row.get("created_at"), zone),
+                    _local_day(row.get("completed_at"), zone), row.get("due_date")):
+            if day is not None:
+                days.add(day)
+    return days

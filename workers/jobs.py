@@ -1,0 +1,217 @@
+"""The arq jobs: aggregation (nightly and backfill), stale-day repair, view refresh, cache warming.
+
+Every job takes arq's `ctx` (with `settings`, `pool`, `resources` and `redis` from the worker's
+start-up), returns a dict of counts (arq stores it as the job's result) and is wrapped by
+`workers.metrics.instrumented` for metrics, the JSON log line and retries of transient failures.
+The SQL of the aggregation lives in `workers/aggregation.py`; the rest in `sql/queries/jobs.sql`.
+
+Jobs are enqueued by name (the names are in `workers/__init__.py`); the deterministic ids and the
+enqueue helpers are here, so that the API (`gateway/events.py`) and the worker agree on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+from arq.connections import ArqRedis
+from arq.constants import result_key_prefix
+from arq.jobs import Job, JobStatus
+
+from gateway import cache
+from gateway.db import query
+from workers import (
+    AGGREGATE_JOB,
+    REFRESH_VIEWS_JOB,
+    REPAIR_JOB,
+    WARM_CACHE_JOB,
+    aggregation,
+)
+from workers.metrics import instrumented
+
+log = logging.getLogger(__name__)
+
+
+MATERIALIZED_VIEWS = ("user_task_stats", "user_priority_distribution",
+                      "user_status_distribution", "user_monthly_trends")
+REPAIR_DELAY_S = 2.0       # a burst of edits within this window is repaired by one run
+REFRESH_DELAY_S = 60.0     # repairs within this window share one view refresh
+REPAIR_PASSES = 3          # re-run the repair while a change marked new days stale meanwhile
+ACTIVE_DAYS = 7            # cache warming covers users active this many days
+BATCH_SIZE = 1000          # users per aggregation transaction
+ENQUEUE_TIMEOUT_S = 1.0    # a mutation's response never waits longer on Redis than this
+
+
+def repair_job_id(user_id: uuid.UUID) -> str:
+    """One repair job per user: a second enqueue while one is queued is a no-op."""
+    return f"repair-stale:{user_id}"
+
+
+REFRESH_VIEWS_JOB_ID = "refresh-views"
+
+
+async def enqueue_unique(arq: ArqRedis, function: str, job_id: str, *args: Any,
+                         delay: float = 0.0) -> bool:
+    """Enqueue `function` under a fixed `job_id` unless that job is already queued or running.
+
+    arq refuses an id while its job or its stored result exists. The unique jobs keep no result,
+    but a job that failed for good leaves one (arq stores failures with the worker's default
+    `keep_result`); that stale result is dropped so that the next change can enqueue again.
+    Returns whether a new job was queued.
+    """
+    job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None)
+    if job is not None:
+        return True
+    if await Job(job_id, arq).status() == JobStatus.complete:
+        await arq.delete(result_key_prefix + job_id)
+        job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None)
+    return job is not None
+
+
+async def enqueue_repair(arq: ArqRedis | None, user_id: uuid.UUID, *,
+                         delay: float = REPAIR_DELAY_S) -> bool:
+    """Queue the re-aggregation of a user's stale days; called after a mutation commits.
+
+    Best effort, never raises: the change is committed and readers compute stale days live, so a
+    Redis that is down (`arq` None) or slow costs only speed; the nightly run repairs what is left.
+    """
+    if arq is None:
+        return False
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+            return await enqueue_unique(arq, REPAIR_JOB, repair_job_id(user_id), user_id,
+                                        delay=delay)
+    except Exception as exc:
+        log.warning("stale-day repair of user %s not enqueued: %s", user_id,
+                    type(exc).__name__)
+        return False
+
+
+def rebuild_job_id(user_id: uuid.UUID) -> str:
+    return f"rebuild:{user_id}"
+
+
+async def enqueue_rebuild(arq: ArqRedis | None, user_id: uuid.UUID) -> bool:
+    """Queue the aggregation of a user's whole history (first task day to local yesterday).
+
+    For a change that invalidates every rollup day of a user, such as a new timezone (the profile
+    mutation deletes the user's rows and coverage; the nightly run alone would only rebuild
+    yesterday). One per user at a time; best effort and never raises, like `enqueue_repair`.
+    """
+    if arq is None:
+        return False
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+            return await enqueue_unique(arq, AGGREGATE_JOB, rebuild_job_id(user_id), None, None,
+                                        [user_id])
+    except Exception as exc:
+        log.warning("rollup rebuild of user %s not enqueued: %s", user_id, type(exc).__name__)
+        return False
+
+
+# --- helpers shared by the jobs ------------------------------------------------------------------
+
+
+async def refresh_materialized_views(pool: asyncpg.Pool) -> int:
+    """`REFRESH MATERIALIZED VIEW CONCURRENTLY` each view, one statement (transaction) at a time,
+    so that readers are never blocked and a failure leaves the other views refreshed."""
+    for view in MATERIALIZED_VIEWS:
+        await pool.execute(query(f"refresh_{view}"))
+    return len(MATERIALIZED_VIEWS)
+
+
+async def bump_cache_versions(ctx: dict[str, Any], user_ids: Iterable[uuid.UUID]) -> int:
+    """Make the cached figures of these users miss on their next read.
+
+    The cache layer (`gateway/cache.py`) owns the version keys; its bump never raises (a Redis
+    outage leaves the old entries to expire with their TTL).
+    """
+    ids = list(user_ids)
+    if not ids:
+        return 0
+    await cache.bump_versions(ctx["resources"].redis, ids)
+    return len(ids)
+
+
+async def _after_aggregation(ctx: dict[str, Any]) -> int:
+    """What follows writing rollup rows: the views that read them, when they are enabled."""
+    if not ctx["settings"].enable_materialized_views:
+        return 0
+    return await refresh_materialized_views(ctx["pool"])
+
+
+# --- the jobs ------------------------------------------------------------------------------------
+
+
+@instrumented(AGGREGATE_JOB)
+async def aggregate(ctx: dict[str, Any], d_from: date | None, d_to: date | None,
+                    user_ids: Sequence[uuid.UUID] | None = None) -> dict[str, Any]:
+    """Backfill: (re)aggregate the local days `d_from`..`d_to` of all users, or of `user_ids`.
+
+    Days after a user's local yesterday are skipped; `d_from=None` starts at the user's first task
+    day and `d_to=None` ends at their yesterday (see `aggregation.aggregate_range`)."""
+    ids = list(user_ids) if user_ids else None
+    rows = await aggregation.aggregate_range(ctx["pool"], d_from, d_to, ids,
+                                             batch_size=ctx.get("batch_size", BATCH_SIZE))
+    views = await _after_aggregation(ctx)
+    bumped = await bump_cache_versions(ctx, ids or ())
+    return {"rows": rows, "from": str(d_from or "first day"), "to": str(d_to or "yesterday"),
+            "users": len(ids) if ids else "all", "views_refreshed": views,
+            "cache_versions_bumped": bumped}
+
+
+@instrumented("aggregate_nightly")
+async def aggregate_nightly(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The nightly run: every user's closed local days up to yesterday (catching up any the
+    worker missed), then any stale day whose repair job was lost (Redis down at the change)."""
+    pool = ctx["pool"]
+    rows = await aggregation.aggregate_closed_days(pool,
+                                                   batch_size=ctx.get("batch_size", BATCH_SIZE))
+    repaired = await aggregation.repair_stale(pool, None)
+    views = await _after_aggregation(ctx)
+    bumped = await bump_cache_versions(ctx, repaired)
+    return {"rows": rows, "repaired_users": len(repaired), "views_refreshed": views,
+            "cache_versions_bumped": bumped}
+
+
+@instrumented(REPAIR_JOB)
+async def repair_stale(ctx: dict[str, Any], user_id: uuid.UUID) -> dict[str, Any]:
+    """Re-aggregate the days of one user that mutations marked stale, then bump the user's cache
+    version. A change that commits while this runs cannot enqueue (the id is taken), so the job
+    looks again before it ends."""
+    pool = ctx["pool"]
+    repaired: set[uuid.UUID] = set()
+    passes = 0
+    for passes in range(1, REPAIR_PASSES + 1):  # noqa: B007 (the count is reported)
+        repaired.update(await aggregation.repair_stale(pool, [user_id]))
+        if not await pool.fetchval(query("user_has_stale_days"), user_id):
+            break
+    bumped = await bump_cache_versions(ctx, repaired)
+    views_queued = False
+    if repaired and ctx["settings"].enable_materialized_views:
+        views_queued = await enqueue_unique(ctx["redis"], REFRESH_VIEWS_JOB, REFRESH_VIEWS_JOB_ID,
+                                            delay=float(ctx.get("refresh_delay_s",
+                                                                REFRESH_DELAY_S)))
+    return {"repaired_users": len(repaired), "passes": passes, "cache_versions_bumped": bumped,
+            "views_refresh_queued": views_queued}
+
+
+@instrumented(REFRESH_VIEWS_JOB)
+async def refresh_views(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Refresh the materialized views now (they are also refreshed after every aggregation)."""
+    return {"views_refreshed": await refresh_materialized_views(ctx["pool"])}
+
+
+@instrumented(WARM_CACHE_JOB)
+async def warm_cache(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Compute and store the dashboard figures of the users active in the last `ACTIVE_DAYS`."""
+    user_ids = [row["id"] for row in await ctx["pool"].fetch(query("active_user_ids"),
+                                                             ACTIVE_DAYS)]
+    # The cache layer computes the figures under the very keys the dashboard's resolvers read.
+    warmed = await cache.warm_users(ctx["resources"], user_ids) if user_ids else 0
+    return {"active_users": len(user_ids), "warmed": warmed}

@@ -1,0 +1,126 @@
+"""Prometheus metrics and the JSON log line of every job run.
+
+Each job coroutine is wrapped by `instrumented`, which times it, counts it by outcome, writes one
+JSON line to the `workers.jobs` logger and turns a transient database or network failure into an
+`arq.Retry` with exponential back-off. The counters live in prometheus-client's default registry,
+like the API's, so that one `/metrics` exposition (or the worker's own port, see
+`start_metrics_server`) shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from arq import Retry
+from prometheus_client import Counter, Histogram, start_http_server
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+RUN_LOGGER = "workers.jobs"  # the job-run lines (configured apart in the worker process)
+log = logging.getLogger(RUN_LOGGER)
+
+JOB_RUNS = Counter("analytics_job_runs_total", "arq job runs by job name and outcome "
+                   "(success, retry, failure, cancelled)", ["job", "status"])
+JOB_DURATION = Histogram("analytics_job_duration_seconds", "wall time of one arq job run",
+                         ["job"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+
+# Failures worth another try: the database restarting or refusing connections for a moment, a
+# dropped connection, or Redis going away. Anything else (a bug, bad data) fails at once.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,       # incl. ConnectionDoesNotExistError (dropped mid-query)
+    asyncpg.exceptions.AdminShutdownError,  # the server shut down, or the backend was terminated
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    ConnectionError,                       # refused or reset sockets (OSError subclasses)
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+RETRY_BASE_S = 2.0    # first back-off; doubles on every try
+RETRY_MAX_S = 300.0   # the longest wait between two tries
+MAX_TRIES = 6         # about a minute of back-off in all: 2 + 4 + 8 + 16 + 32 s
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def backoff_seconds(job_try: int, base: float = RETRY_BASE_S) -> float:
+    """The wait before try `job_try + 1`: base, 2×base, 4×base, ... capped at `RETRY_MAX_S`."""
+    return float(min(RETRY_MAX_S, base * 2 ** max(0, job_try - 1)))
+
+
+def log_run(job: str, status: str, duration: float, ctx: dict[str, Any],
+            counts: dict[str, Any] | None = None, error: str | None = None) -> None:
+    """Count one run and write its JSON line."""
+    JOB_RUNS.labels(job=job, status=status).inc()
+    JOB_DURATION.labels(job=job).observe(duration)
+    record: dict[str, Any] = {
+        "event": "job_run", "job": job, "status": status, "duration_s": round(duration, 3),
+        "job_id": ctx.get("job_id"), "try": ctx.get("job_try"), "counts": counts or {},
+    }
+    if error:
+        record["error"] = error
+    level = logging.WARNING if status in ("failure", "retry") else logging.INFO
+    log.log(level, json.dumps(record, default=str))
+
+
+def instrumented(job: str) -> Callable[[F], F]:
+    """Time, count and log a job; retry transient failures with exponential back-off.
+
+    The job returns a dict of counts (rows written, users warmed, ...), which goes both into the
+    log line and into arq's stored result (what `jobs status` prints).
+    """
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                result = await func(ctx, *args, **kwargs)
+            except Retry:
+                log_run(job, "retry", time.perf_counter() - started, ctx)
+                raise
+            except TRANSIENT_ERRORS as exc:
+                job_try = int(ctx.get("job_try") or 1)
+                delay = backoff_seconds(job_try, float(ctx.get("retry_base_s", RETRY_BASE_S)))
+                log_run(job, "retry", time.perf_counter() - started, ctx,
+                        error=f"{type(exc).__name__}: {exc}; retrying in {delay:g} s")
+                raise Retry(defer=delay) from exc
+            except asyncio.CancelledError:
+                # A timeout (JOB_TIMEOUT), an abort, or the worker shutting down.
+                log_run(job, "cancelled", time.perf_counter() - started, ctx)
+                raise
+            except Exception as exc:
+                log_run(job, "failure", time.perf_counter() - started, ctx,
+                        error=f"{type(exc).__name__}: {exc}")
+                raise
+            log_run(job, "success", time.perf_counter() - started, ctx,
+                    counts=result if isinstance(result, dict) else None)
+            return result
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+def start_metrics_server(port: int | None) -> bool:
+    """Serve the worker's metrics on `port` (PROMETHEUS_PORT) when one is set.
+
+    The worker is its own process, so the API's `/metrics` cannot show its counters. A port in use
+    (another worker on the same machine) is logged and skipped rather than stopping the worker.
+    """
+    if not port:
+        return False
+    try:
+        start_http_server(port)
+    except OSError as exc:
+        log.warning("worker metrics not served on port %s: %s", port, exc)
+        return False
+    return True
