@@ -330,8 +330,11 @@ def ensure_services(database_url: str | None, redis_url: str | None,
             redis.start()
             started.append(redis)
         redis_url = redis.url()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _state_file(data_dir).write_text(json.dumps({"postgres": postgres.port, "redis": redis.port}))
+    if started:  # remember the ports; with both URLs given nothing is written (read-only roots)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        ports = {**_load_ports(data_dir), **{("postgres" if isinstance(s, PostgresServer)
+                                              else "redis"): s.port for s in started}}
+        _state_file(data_dir).write_text(json.dumps(ports))
     return Services(database_url, redis_url, started)
 
 

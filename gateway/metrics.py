@@ -60,6 +60,11 @@ ACTIVE_USERS = Gauge("analytics_active_users",
                      multiprocess_mode="mostrecent")
 TASKS_TOTAL = Gauge("analytics_tasks_total", "Tasks in the database (planner estimate once the "
                     "table has been analysed)", multiprocess_mode="mostrecent")
+# Summed over a replica's worker processes (each writes its own sample; dead ones drop out).
+POOL_SIZE = Gauge("analytics_db_pool_size", "Connections the database pool may open "
+                  "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)", multiprocess_mode="livesum")
+POOL_IN_USE = Gauge("analytics_db_pool_in_use", "Database connections checked out right now",
+                    multiprocess_mode="livesum")
 
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 MAX_OPERATION_NAMES = 200
@@ -122,6 +127,22 @@ def observe_query(record: Any) -> None:
     DB_QUERY_DURATION.labels(_query_names.get(record.query, "other")).observe(record.elapsed)
 
 
+POOL_SAMPLE_SECONDS = 5.0
+
+
+def sample_pool(pool: Any) -> None:
+    """Set the pool gauges from asyncpg's own counters (no I/O)."""
+    POOL_SIZE.set(pool.get_max_size())
+    POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
+
+
+async def sample_pool_forever(pool: Any) -> None:
+    """Keep the pool gauges current in every process, whichever process answers a scrape."""
+    while True:
+        sample_pool(pool)
+        await asyncio.sleep(POOL_SAMPLE_SECONDS)
+
+
 class BusinessGauges:
     """`analytics_active_users` and `analytics_tasks_total`, refreshed at most every 30 s from
     cheap queries (an index range count and the planner's row estimate), so a scrape never costs
@@ -179,8 +200,10 @@ async def metrics_endpoint(request: Request) -> Response:
     """`GET /metrics`: the Prometheus text format."""
     gauges: BusinessGauges | None = getattr(request.app.state, "business_gauges", None)
     resources = getattr(request.app.state, "resources", None)
-    if gauges is not None and resources is not None:
-        await gauges.refresh(resources.pool)
+    if resources is not None:
+        sample_pool(resources.pool)
+        if gauges is not None:
+            await gauges.refresh(resources.pool)
     return Response(render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -86,12 +86,14 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
         info = RequestInfo(new_request_id(_header(scope, b"x-request-id")))
         token = current_request.set(info)
         started = time.perf_counter()
         status = 500
         response_started = False
-        deadline = asyncio.timeout(self.timeout)
+        # Probes answer at once (/ready bounds its own checks): no timer for them.
+        deadline = asyncio.timeout(None if path in QUIET_PATHS else self.timeout)
         request_id = info.request_id.encode()
 
         async def send_with_headers(message: Message) -> None:
@@ -99,8 +101,8 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                if not deadline_over:  # a streamed body may take longer than the deadline
-                    deadline.reschedule(None)
+                if not deadline_over and deadline.when() is not None:
+                    deadline.reschedule(None)  # a streamed body may take longer than that
                 message["headers"] = [*message.get("headers", ()), *self.headers,
                                       (b"x-request-id", request_id)]
             await send(message)
@@ -126,7 +128,6 @@ class EdgeMiddleware:
                                  "INTERNAL_SERVER_ERROR")
         finally:
             seconds = time.perf_counter() - started
-            path = scope["path"]
             self.metrics.observe(scope["method"], path, status, seconds)
             if path not in QUIET_PATHS:
                 access_log.info("%s %s %d", scope["method"], path, status,

@@ -203,7 +203,7 @@ class Settings:
     max_field_repeats: int = setting("50", _positive(_int),
                                      "times one field may appear in one selection set")
     max_page_size: int = setting("100", _positive(_int), "largest `first`")
-    max_query_cost: int = setting("20000", _positive(_int),
+    max_query_cost: int = setting("50000", _positive(_int),
                                   "estimated objects: fields times page sizes and days")
 
     # Logging

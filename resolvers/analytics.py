@@ -33,7 +33,6 @@ from loaders.analytics import (
 from schema.pagination import check_first, decode_cursor
 
 MAX_BUCKETS = 1000
-PERIODS = ("DAY", "WEEK", "MONTH")
 HUNDRED = Decimal(100)
 ZERO = Decimal("0.0")
 

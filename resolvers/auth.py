@@ -159,5 +159,5 @@ async def update_profile(info: Info, data: ProfileInput) -> asyncpg.Record:
         if timezone_changed:
             await conn.execute(query("delete_user_rollups"), caller.id)
     if timezone_changed or after["daily_goal"] != before["daily_goal"]:
-        await events.tasks_changed(resources, caller.id)
+        await events.tasks_changed(resources, caller.id, rollup_reset=timezone_changed)
     return after

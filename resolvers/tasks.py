@@ -18,7 +18,7 @@ import strawberry
 from gateway import events
 from gateway.context import Info
 from gateway.db import query
-from gateway.errors import BadUserInput, NotFound
+from gateway.errors import BadUserInput, NotFound, Unauthenticated
 from schema.pagination import check_first, decode_cursor
 from workers.aggregation import affected_days, mark_days_stale
 
@@ -99,10 +99,18 @@ async def get_task(info: Info, raw_id: str) -> asyncpg.Record:
     return row
 
 
+async def _timezone_of(conn: asyncpg.Connection, user_id: uuid.UUID) -> str:
+    """The caller's timezone; UNAUTHENTICATED when a still-valid token names a deleted account."""
+    timezone: str | None = await conn.fetchval(query("user_timezone"), user_id)
+    if timezone is None:
+        raise Unauthenticated("Account no longer exists")
+    return timezone
+
+
 async def _mark_stale(conn: asyncpg.Connection, user_id: uuid.UUID, before: Any,
                       after: Any) -> list[date]:
     """Mark the rollup days that this change makes wrong stale, in the change's transaction."""
-    timezone = await conn.fetchval(query("user_timezone"), user_id)
+    timezone = await _timezone_of(conn, user_id)
     days = sorted(affected_days(before, after, timezone))
     if days:
         await mark_days_stale(conn, user_id, days)
@@ -117,6 +125,7 @@ async def create_task(info: Info, data: CreateTaskInput) -> asyncpg.Record:
     priority = data.priority.value if data.priority else "medium"
     resources = info.context.resources
     async with resources.pool.acquire() as conn, conn.transaction():
+        await _timezone_of(conn, caller.id)  # before the insert, whose foreign key would fail
         row = await conn.fetchrow(query("insert_task"), caller.id, title, description, status,
                                   priority, data.due_date)
         await conn.execute(query("insert_task_event"), row["id"], caller.id, None, status)

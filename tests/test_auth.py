@@ -12,10 +12,13 @@ import httpx
 import jwt
 import pytest
 
+from arq.jobs import Job
+
 from gateway.auth import create_access_token, decode_access_token
 from gateway.errors import Unauthenticated
 from gateway.settings import Settings
 from tests.factories import PASSWORD, UserFactory
+from workers.jobs import AGGREGATE_JOB, rebuild_job_id
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 
@@ -244,6 +247,20 @@ async def test_a_timezone_change_drops_the_users_rollup_but_not_others(
                                    uid) == rows
         assert await pool.fetchval("select count(*) from rollup_coverage where user_id = $1",
                                    uid) == min(rows, 1)
+
+
+async def test_a_timezone_change_queues_a_rebuild_of_the_users_history(
+        gql: Gql, users: UserFactory, client: httpx.AsyncClient,
+        token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    await gql(PROFILE, {"input": {"timezone": "Asia/Tokyo"}}, token=token_for(user.id))
+    arq = client.app.state.resources.arq  # type: ignore[attr-defined]
+    job = await Job(rebuild_job_id(user.id), arq).info()
+    assert job is not None and job.function == AGGREGATE_JOB
+    # A goal change alone keeps the rollup, so it queues no rebuild.
+    other = await users.create()
+    await gql(PROFILE, {"input": {"dailyGoal": 9}}, token=token_for(other.id))
+    assert await Job(rebuild_job_id(other.id), arq).info() is None
 
 
 async def test_a_daily_goal_change_keeps_the_rollup(

@@ -140,3 +140,14 @@ def test_the_sql_baseline_replays_a_request_as_another_user() -> None:
     recorded, caller, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     args = ([recorded, other], str(recorded), 101, None)
     assert substitute(args, recorded, caller) == ([caller, other], str(caller), 101, None)
+
+
+def test_a_written_report_reads_back_the_same(tmp_path: Path) -> None:
+    runs = [_run("dashboard cold", statements_per_request=20, queries_per_request=4),
+            Run("admin cold", 10_000, 1, skipped="schema has no User.overview")]
+    report = Report(machine={"cores": 2}, config={}, runs=runs,
+                    jobs=[Job("seed", 10_000, 60.0, 7_000_000)])
+    report.targets = evaluate_targets(runs, report.jobs, 10_000)
+    report.write(tmp_path / "r.json")
+    again = Report.from_json(json.loads((tmp_path / "r.json").read_text()))
+    assert render(again, markdown=True) == render(report, markdown=True)

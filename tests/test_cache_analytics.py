@@ -4,6 +4,8 @@ Prometheus counters the cache exports."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from gateway.auth import create_access_token
 from gateway.cache import warm_users
+from gateway.db import query
 from gateway.embedded import RedisServer, free_port
 from gateway.settings import Settings
 from tests.factories import UserFactory
@@ -162,3 +165,38 @@ async def test_extensions_cache_lists_each_field_with_hit_and_age(
                                   headers={**headers, "X-Cache-Debug": "1"})
     assert "cache" not in (plain.json().get("extensions") or {})
     assert asked.json()["extensions"]["cache"]["overview"]["hit"] is True
+
+
+HOUSEKEEPING = (r"^(RESET ALL|UNLISTEN \*|CLOSE ALL|SELECT pg_advisory_unlock_all\(\))$"
+                r"|typeinfo_tree|current_setting|pg_stat_statements")
+
+
+async def test_200_concurrent_dashboards_on_a_cold_cache_compute_each_figure_at_most_twice(
+        client: httpx.AsyncClient, pool: Any, users: UserFactory,
+        token_for: Callable[..., str]) -> None:
+    """Counted by PostgreSQL itself (pg_stat_statements, this database only): the statements of
+    the three cached figures run at most twice each, however many requests missed at once."""
+    user = await users.create()
+    await users.task(user, priority="high")
+    headers = {"Authorization": f"Bearer {token_for(user.id)}"}
+    await pool.execute("create extension if not exists pg_stat_statements")
+    db = await pool.fetchval("select oid from pg_database where datname = current_database()")
+    await pool.execute("select pg_stat_statements_reset(0, $1, 0)", db)
+
+    responses = await asyncio.gather(*(client.post("/graphql", json={"query": DASHBOARD},
+                                                   headers=headers) for _ in range(200)))
+
+    bodies = [r.json() for r in responses]
+    assert all(b.get("errors") is None and b["data"] == bodies[0]["data"] for b in bodies)
+    rows = await pool.fetch("select query, calls from pg_stat_statements where dbid = $1 "
+                            "and query !~* $2", db, HOUSEKEEPING)
+    users_sql = sql_words(query("analytics_users"))  # the user row: never cached, by design
+    assert sum(r["calls"] for r in rows if sql_words(r["query"]) == users_sql) == 200
+    figures = [r["calls"] for r in rows if sql_words(r["query"]) != users_sql]
+    assert len(figures) == 3  # overview, per-day series, productivity extras
+    assert all(1 <= calls <= 2 for calls in figures)
+
+
+def sql_words(sql: str) -> str:
+    """A statement without its comments and layout, to recognise it in pg_stat_statements."""
+    return " ".join(re.sub(r"--[^\n]*", "", sql).split()).rstrip(";")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import asyncpg
@@ -98,6 +100,15 @@ async def test_enqueue_warm_cache_and_abort_it_before_it_runs(
     assert (again.code, again.out) == (1, f"{job_id}: cannot abort, job is not found")
     listed = await jobs_cli("list")
     assert (listed.code, listed.out) == (0, "no queued jobs and no recent results")
+
+
+async def test_enqueue_aggregate_for_several_users(jobs_cli: JobsCli, arq: ArqRedis) -> None:
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    done = await jobs_cli("enqueue", "aggregate", "--from", "2026-10-01", "--to", "2026-10-01",
+                          "--user", a, b, "--user", c, "--user", a)
+    assert done.code == 0 and "for 3 user(s)" in done.out, done
+    [job] = await arq.queued_jobs()
+    assert job.args == (date(2026, 10, 1), date(2026, 10, 1), [uuid.UUID(x) for x in (a, b, c)])
 
 
 async def test_abort_a_running_job(jobs_cli: JobsCli, pool: asyncpg.Pool, arq: ArqRedis,

@@ -183,6 +183,16 @@ async def test_a_dashboard_query_is_within_every_limit(client: httpx.AsyncClient
     assert len(body["data"]["year"]["points"]) == 366
 
 
+async def test_an_admin_page_of_100_users_with_their_figures_is_within_the_cost(
+        gql: Gql) -> None:
+    body = await gql("""{ users(first: 100) { edges { node {
+        overview { totalTasks overdueTasks completionRate }
+        trends { points { date tasksCompleted productivityScore } }
+        month: trends(period: MONTH) { points { date tasksCreated } }
+        productivity { score currentStreak leadTimeHours mostProductiveHour } } } } }""")
+    assert "QUERY_TOO_COMPLEX" not in codes(body)  # (UNAUTHENTICATED: nobody signed in)
+
+
 async def test_graphiqls_introspection_query_passes_the_limits_in_development(
         client: httpx.AsyncClient) -> None:
     response = await client.post("/graphql", json={"query": get_introspection_query()})

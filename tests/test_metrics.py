@@ -24,7 +24,7 @@ from gateway.settings import Settings
 GUIDE_NAMES = ("analytics_requests_total", "analytics_request_duration_seconds",
                "analytics_cache_hits_total", "analytics_cache_misses_total",
                "analytics_db_query_duration_seconds", "analytics_active_users",
-               "analytics_tasks_total")
+               "analytics_tasks_total", "analytics_db_pool_size", "analytics_db_pool_in_use")
 
 
 def sample(name: str, **labels: str) -> float:
@@ -114,6 +114,17 @@ async def test_business_gauges(client: httpx.AsyncClient, pool: asyncpg.Pool, us
     values = samples(text)
     assert values[("analytics_active_users", ())] == 1
     assert values[("analytics_tasks_total", ())] == 4
+
+
+async def test_pool_gauges(client: httpx.AsyncClient, settings: Settings) -> None:
+    pool = client.app.state.resources.pool  # type: ignore[attr-defined]
+    async with pool.acquire(), pool.acquire():
+        values = samples((await client.get("/metrics")).text)
+    assert values[("analytics_db_pool_in_use", ())] == 2
+    assert values[("analytics_db_pool_size", ())] == (settings.database_pool_size
+                                                      + settings.database_max_overflow)
+    values = samples((await client.get("/metrics")).text)
+    assert values[("analytics_db_pool_in_use", ())] == 0
 
 
 def test_metrics_can_be_turned_off(settings: Settings) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -310,3 +312,28 @@ async def test_creating_a_task_due_on_a_covered_day_marks_it_stale(
     await _cover(pool, alice)
     await create(as_alice, dueDate="2026-01-15")
     assert await stale_days(pool) == ["2026-01-15"]
+
+
+async def test_a_valid_token_of_a_deleted_account_cannot_create(
+        gql: Gql, users: UserFactory, pool: asyncpg.Pool, token_for: Callable[..., str]) -> None:
+    gone = await users.create()
+    await pool.execute("delete from users where id = $1", gone.id)
+    body = await gql(CREATE, {"input": {"title": "orphan"}}, token=token_for(gone.id))
+    assert code(body) == "UNAUTHENTICATED"
+    assert await pool.fetchval("select count(*) from tasks") == 0
+
+
+async def test_concurrent_status_changes_keep_an_unbroken_event_chain(
+        as_alice: Gql, pool: asyncpg.Pool) -> None:
+    task = await create(as_alice)
+    moves = ["IN_PROGRESS", "DONE", "TODO", "DONE", "IN_PROGRESS", "TODO"] * 2
+    results = await asyncio.gather(*(as_alice(UPDATE, {"id": task["id"], "input": {"status": s}})
+                                     for s in moves))
+    assert all("errors" not in r for r in results)
+    chain = await events_of(pool, task["id"])
+    # Each event starts where the previous one ended: no update saw a stale status.
+    for previous, current in itertools.pairwise(chain):
+        assert current[0] == previous[1]
+    final = await pool.fetchrow("select status, completed_at from tasks")
+    assert final["status"] == chain[-1][1]
+    assert (final["status"] == "done") == (final["completed_at"] is not None)

@@ -556,3 +556,31 @@ async def test_a_rebuild_aggregates_a_users_whole_history_once(
     assert await rollup_rows(pool, [u.id for u in data]) == expected_rows(
         {user: data[user]}, lambda _: day_range(first, yesterday))
     assert await jobs.enqueue_rebuild(arq, user.id) is True  # its kept result does not block
+
+
+async def test_an_update_through_graphql_queues_the_repair_that_fixes_the_rollup(
+        pool: asyncpg.Pool, arq: ArqRedis, users: UserFactory, settings: Settings,
+        gql: Any, token_for: Any) -> None:
+    start = datetime.combine(D_FROM, datetime.min.time(), UTC)
+    data = await users_in_every_timezone(users, pool, start, start + timedelta(days=12), 40, 13)
+    user = next(u for u in data if u.timezone == "America/Los_Angeles")
+    await arq.enqueue_job("aggregate", D_FROM, D_TO, None)
+    await run_burst(worker_class(settings))
+    task_id = await pool.fetchval(
+        "select id from tasks where user_id = $1 and not deleted and due_date between $2 and $3 "
+        "order by id limit 1", user.id, D_FROM, D_TO - timedelta(days=1))
+
+    body = await gql("""mutation($id: ID!, $input: UpdateTaskInput!) {
+                          updateTask(id: $id, input: $input) { dueDate } }""",
+                     {"id": str(task_id), "input": {"dueDate": D_TO.isoformat()}},
+                     token=token_for(user.id))
+    assert body["data"]["updateTask"]["dueDate"] == D_TO.isoformat(), body
+    assert await pool.fetchval("select count(*) from daily_analytics where stale") >= 1
+    assert [j.job_id for j in await arq.queued_jobs()] == [jobs.repair_job_id(user.id)]
+
+    await run_burst(worker_class(settings))
+
+    assert not await pool.fetchval("select exists (select 1 from daily_analytics where stale)")
+    tasks = [dict(r) for r in await pool.fetch("select * from tasks where user_id = $1", user.id)]
+    assert await rollup_rows(pool, [user.id]) == expected_rows(
+        {user: tasks}, lambda _: day_range(D_FROM, D_TO))

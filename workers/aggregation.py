@@ -49,7 +49,8 @@ async def aggregate_range(pool: asyncpg.Pool, d_from: date | None, d_to: date | 
 
     Each user's range is clamped to days up to their local yesterday; `d_from=None` starts at the
     user's first task day (created or due), `d_to=None` ends at their local yesterday. Batches of
-    `batch_size` users, each in one transaction. Returns the number of rows written.
+    `batch_size` users, each in one transaction. Returns the number of rows written (inserted,
+    or updated because their figures changed or they were stale): a re-run returns 0.
     """
     if user_ids is None:
         rows = await pool.fetch("select id from users order by id")

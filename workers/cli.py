@@ -223,8 +223,9 @@ def add_parser(sub: Any) -> None:
                            help="first local day, YYYY-MM-DD")
     aggregate.add_argument("--to", dest="d_to", type=_day, required=True, metavar="D",
                            help="last local day, inclusive")
-    aggregate.add_argument("--user", type=_user_id, action="append", metavar="ID",
-                           help="only this user (repeatable); default every user")
+    aggregate.add_argument("--user", type=_user_id, action="extend", nargs="+", metavar="ID",
+                           help="only these users (`--user A B` or `--user A --user B`); "
+                                "default every user")
     aggregate.set_defaults(func=cmd_enqueue, parser=aggregate)
     warm = kinds.add_parser("warm-cache", help="warm the dashboards of recently active users")
     warm.set_defaults(func=cmd_enqueue, parser=warm)

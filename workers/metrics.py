@@ -2,9 +2,8 @@
 
 Each job coroutine is wrapped by `instrumented`, which times it, counts it by outcome, writes one
 JSON line to the `workers.jobs` logger and turns a transient database or network failure into an
-`arq.Retry` with exponential back-off. The counters live in prometheus-client's default registry,
-like the API's, so that one `/metrics` exposition (or the worker's own port, see
-`start_metrics_server`) shows them.
+`arq.Retry` with exponential back-off. The counters live in prometheus-client's default registry;
+the worker process serves it on `PROMETHEUS_PORT` (`start_metrics_server`).
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 RETRY_BASE_S = 2.0    # first back-off; doubles on every try
 RETRY_MAX_S = 300.0   # the longest wait between two tries
-MAX_TRIES = 6         # about a minute of back-off in all: 2 + 4 + 8 + 16 + 32 s
+MAX_TRIES = 8         # 2 + 4 + ... + 128 s: rides out a database restart or fail-over of ~4 min
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 

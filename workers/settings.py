@@ -131,7 +131,7 @@ def build_worker_settings(settings: Settings, *, configure_logging: bool = False
     disabled, so that a typo is found when it is made and not when someone turns the job on.
     `configure_logging` is for the worker process (`workers.WorkerSettings`), not for a worker
     run inside tests; `ctx_overrides` go into the jobs' ctx (tests shorten `retry_base_s` and
-    `refresh_delay_s`).
+    `refresh_delay_s`, or set the aggregation's `batch_size`).
     """
     aggregation_at = cron_arguments("AGGREGATION_SCHEDULE", settings.aggregation_schedule)
     warming_at = cron_arguments("CACHE_WARMING_SCHEDULE", settings.cache_warming_schedule)

@@ -35,7 +35,8 @@ if ((${#missing[@]})); then
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! "$PY" -c "import kubernetes_validate, compose, dockerfile" 2>/dev/null; then
+if ! "$PY" -c "import kubernetes_validate, compose, dockerfile" 2>/dev/null \
+        || [[ ! -x "$(dirname "$PY")/shellcheck" ]]; then
     echo "install-tools: pip install -r infra/requirements-tools.txt"
     "$PY" -m pip install --quiet -r infra/requirements-tools.txt
 fi

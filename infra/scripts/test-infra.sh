@@ -10,6 +10,9 @@ started=$SECONDS
 bash infra/scripts/install-tools.sh
 echo "test-infra: tools ready after $((SECONDS - started)) s"
 
+# PYTEST_ARGS is a list of words: split on purpose.
+# shellcheck disable=SC2086
 INFRA_REQUIRE_TOOLS=1 "$PY" -m pytest tests/test_infra.py -p no:cacheprovider ${PYTEST_ARGS:-}
+# shellcheck disable=SC2086
 "$PY" infra/scripts/smoke_local.py ${PYTEST_ARGS:-}
 echo "test-infra: done in $((SECONDS - started)) s"

@@ -20,7 +20,8 @@ select u.id from users u where u.id = $1 for no key update;
 -- rows of days in range that no longer have any, and extend rollup_coverage (merged when
 -- overlapping or adjacent; when a gap would result, the later interval is kept).
 -- $1: user ids, $2: lo per user (null = the user's first task day, created or due),
--- $3: hi per user (null = the user's local yesterday). Returns the number of rows written.
+-- $3: hi per user (null = the user's local yesterday). Returns the number of rows written
+-- (inserted, or updated because their figures or `stale` changed).
 with bounds as (
     select i.user_id, u.timezone, u.daily_goal,
            coalesce(i.lo, least(
@@ -64,6 +65,14 @@ written as (
         productivity_points = excluded.productivity_points,
         stale = false,
         computed_at = excluded.computed_at
+    -- A day whose figures did not change is not rewritten: a re-run writes nothing.
+    where d.stale
+        or (d.tasks_created, d.tasks_completed, d.tasks_due, d.tasks_completed_on_time,
+            d.productivity_points, d.productivity_score)
+           is distinct from
+           (excluded.tasks_created, excluded.tasks_completed, excluded.tasks_due,
+            excluded.tasks_completed_on_time, excluded.productivity_points,
+            excluded.productivity_score)
     returning 1
 ),
 emptied as (

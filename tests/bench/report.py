@@ -79,6 +79,15 @@ class Report:
             "notes": self.notes,
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        jobs = [Job(**{k: v for k, v in j.items() if k != "rows_per_second"})
+                for j in data.get("jobs", [])]
+        return cls(machine=data.get("machine", {}), config=data.get("config", {}),
+                   runs=[Run(**r) for r in data.get("runs", [])], jobs=jobs,
+                   targets=[Target(**t) for t in data.get("targets", [])],
+                   notes=list(data.get("notes", [])))
+
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")

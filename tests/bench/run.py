@@ -2,6 +2,7 @@
 compare every figure with bare baselines measured in the same run.
 
     python -m tests.bench.run            # what `make bench` runs
+    python -m tests.bench.run --markdown bench-results/<date>.json   # tables for the docs
     BENCH_QUICK=1 make bench             # 1,000 users, short runs: does the harness work?
     BENCH_USERS=1000 make bench          # a smaller main dataset
     BENCH_LARGE=1 make bench             # also the 100,000-user scaling point
@@ -10,7 +11,7 @@ Settings (environment): BENCH_USERS (10000), BENCH_SIZES (the datasets, default 
 BENCH_LARGE, BENCH_TASKS (tasks per user, 200), BENCH_DAYS (365), BENCH_DURATION (seconds per
 run, 8), BENCH_CONCURRENCY ("1,16"), BENCH_SAMPLE (users the load picks from, 500),
 BENCH_RESEED=1 (seed again even when the database is already seeded today), BENCH_PROFILE=1
-(py-spy on the API during the uncached dashboard run), BENCH_OUT (the result file).
+(py-spy on the API during the dashboard and admin runs), BENCH_OUT (the result file).
 `DATABASE_URL` / `REDIS_URL` name servers to use instead (databases `gateway_bench_<users>` are
 created there). By default the run starts its own PostgreSQL cluster from the embedded binaries
 (data under `.data/bench/`, kept so that a dataset seeded today is reused; never the development
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import pickle
@@ -634,8 +636,8 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
                           data_dir: Path, concurrency: int, kind: str = "graphql") -> None:
             before = await statement_counts(conn)
             label = f"{scenario.replace(' ', '-')}-{users}-c{concurrency}"
-            profile = (cfg.profile and main and scenario in ("dashboard cold", "dashboard warm")
-                       and concurrency == max(cfg.concurrency))
+            profile = (cfg.profile and main and concurrency == max(cfg.concurrency)
+                       and scenario in ("dashboard cold", "dashboard warm", "admin warm"))
             try:
                 with (profiling(server, cfg.duration, label, cfg) if profile
                       else contextlib.nullcontext()):
@@ -796,12 +798,26 @@ async def run(cfg: Config) -> Report:
     return report
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--markdown"] and len(argv) == 2:  # a result file, as the docs show it
+        print(render(Report.from_json(json.loads(Path(argv[1]).read_text())), markdown=True))
+        return 0
+
     def interrupted(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
     cfg = Config.from_env(dict(os.environ))
+    # One run at a time: two would share (and stop) the same cluster, and measure each other.
+    BENCH_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    lock = (BENCH_DATA_DIR / "run.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("another `make bench` is running on this machine; try again when it has finished",
+              file=sys.stderr)
+        return 1
     log(f"datasets {cfg.sizes} (main {cfg.users}), {cfg.duration} s per run, "
         f"concurrency {cfg.concurrency}")
     started = time.monotonic()
