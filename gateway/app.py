@@ -49,6 +49,7 @@ from gateway.metrics import (
 from gateway.middleware import EdgeMiddleware, GraphQLBodyGate, RateLimitMiddleware
 from gateway.ratelimit import RateLimiter
 from gateway.resources import Resources
+from gateway.response_cache import ResponseCache
 from gateway.sentry import close_sentry, init_sentry
 from gateway.settings import Settings
 from schema.schema import build_schema
@@ -106,7 +107,9 @@ class GraphQLApp(GraphQL[Context, None]):
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
         errors = response_data.get("errors") if isinstance(response_data, dict) else None
-        if errors and response.status_code == 200:
+        data = response_data.get("data") if errors else None
+        # Only when nothing was answered: a partial answer stays a 200 the client can use.
+        if errors and response.status_code == 200 and not any((data or {}).values()):
             for error in errors:
                 extensions = error.get("extensions") or {}
                 status = RETRY_STATUSES.get(str(extensions.get("code")))
@@ -234,7 +237,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", ResponseCache(graphql, settings), methods=["GET", "POST"]),
         Route("/export/tasks.csv", export_tasks, methods=["GET"]),
     ]
     if settings.prometheus_enabled:

@@ -258,6 +258,14 @@ class QueryCache:
             self._pending_bumps.update(keys)
             log.warning("cache version bump deferred for %d user(s)", len(keys))
 
+    async def set_raw(self, key: str, payload: bytes, ttl: int) -> None:
+        """`SET key payload EX ttl` through the breaker; a Redis failure is only logged (a value
+        not stored is a miss next time, nothing worse)."""
+        try:
+            await self._call(partial(self.redis.set, key, payload, ex=ttl))
+        except CacheUnavailable:
+            pass
+
     async def versions(self, user_ids: Iterable[Any]) -> dict[Any, int]:
         """The current version of each user, in one round trip (deferred bumps go first)."""
         users = list(dict.fromkeys(user_ids))
@@ -272,9 +280,10 @@ class QueryCache:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key in pending:
                     pipe.incr(key)
-                pipe.mget(keys)
+                for key in keys:  # GETs, not one MGET: on a cluster the users span slots
+                    pipe.get(key)
                 results = await pipe.execute()
-            return list(results[-1])
+            return list(results[len(pending):])
 
         raw = await self._call(read)
         self._pending_bumps.difference_update(pending)

@@ -14,7 +14,6 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.errors import ServiceUnavailable
 from gateway.metrics import observe_query
 from gateway.settings import Settings
 
@@ -55,19 +54,16 @@ def query(name: str) -> str:
 
 class Pool(asyncpg.Pool):
     """asyncpg's pool, except that waiting for a connection is bounded: after
-    `DATABASE_POOL_TIMEOUT` the request gets SERVICE_UNAVAILABLE (HTTP 503 with `Retry-After`)
-    instead of hanging until its deadline. asyncpg's own `fetch` & co. acquire without a timeout,
-    hence the override of the one method they all go through."""
+    `DATABASE_POOL_TIMEOUT` it raises TimeoutError (which the client sees as SERVICE_UNAVAILABLE,
+    HTTP 503 with `Retry-After`, see gateway/graphql_errors.py) instead of hanging until the
+    request's deadline. asyncpg's own `fetch` & co. acquire without a timeout, hence the override
+    of the one method they all go through. It stays a TimeoutError so that the replica's
+    fallback to the primary (gateway/replica.py) still recognises it."""
 
     acquire_timeout: float | None = None
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
-        try:
-            return await super()._acquire(timeout if timeout is not None
-                                          else self.acquire_timeout)
-        except TimeoutError:
-            raise ServiceUnavailable("All database connections are busy; try again shortly",
-                                     retryAfter=2) from None
+        return await super()._acquire(timeout if timeout is not None else self.acquire_timeout)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -78,6 +74,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, schema="pg_catalog",
                                   encoder=lambda v: orjson.dumps(v).decode(),
                                   decoder=orjson.loads, format="text")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (`RESET ALL`, `UNLISTEN *`, ...), a round
+    trip on every release. asyncpg still rolls back an open transaction first; what the reset
+    would undo never happens here: our SQL uses only `SET LOCAL`, row locks and transaction
+    scope, never session settings, LISTEN or session advisory locks on pooled connections."""
 
 
 async def create_pool(settings: Settings, dsn: str | None = None,
@@ -102,6 +105,7 @@ async def create_pool(settings: Settings, dsn: str | None = None,
             "statement_timeout": str(int(settings.query_timeout * 1000)),
         },
         "init": _init_connection,
+        "reset": _keep_session,
     }
     options.update(overrides)
     # asyncpg.create_pool's defaults for what Pool itself requires

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import date
 
 from gateway.cache import cache_of
+from gateway.replica import record_write
 from gateway.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
     `rollup_reset` says the change deleted the user's whole rollup (a new timezone moves every
     local day): a rebuild of their history is queued, or the nightly run would only redo yesterday.
     """
+    # With a read replica, this user's reads go to the primary until the replica has replayed
+    # this change; recorded before the cache bump, so the recomputed figures include it.
+    await record_write(resources, [user_id])
     # The cached figures of this user miss from now on (deferred, never raised, if Redis is down).
     await cache_of(resources).bump([user_id])
     if any(True for _ in stale_days):

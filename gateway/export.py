@@ -101,6 +101,7 @@ class _CopyStream:
         self.buffer = bytearray()
         self.counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
+        self.cut = False  # set when a cancelled COPY dropped its connection
 
     async def start(self) -> int:
         """Start the producer; the number of matching rows, counted no further than limit + 1."""
@@ -126,15 +127,26 @@ class _CopyStream:
                 total = await conn.fetchval(query("export_tasks_count"), *self.args,
                                             self.limit + 1)
                 self.counted.set_result(total)
-                await conn.copy_from_query(query("export_tasks"), *self.args, self.limit,
-                                           output=self._collect, format="csv", header=True,
-                                           timeout=EXPORT_TIMEOUT)
+                try:
+                    await conn.copy_from_query(query("export_tasks"), *self.args, self.limit,
+                                               output=self._collect, format="csv", header=True,
+                                               timeout=EXPORT_TIMEOUT)
+                except asyncio.CancelledError:
+                    # The client left mid-COPY. Dropping the connection frees it at once, where
+                    # cancelling the COPY and rolling back would wait on the server (seconds,
+                    # under load); the pool replaces the connection.
+                    self.cut = True
+                    conn.terminate()
+                    raise
             if self.buffer:
                 await self._put(bytes(self.buffer))
             await self._put(None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if self.cut and isinstance(exc, asyncpg.InterfaceError):
+                # the closing transaction met the connection we dropped on purpose
+                raise asyncio.CancelledError from None
             if not self.counted.done():
                 self.counted.set_exception(exc)
                 return

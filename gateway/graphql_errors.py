@@ -41,6 +41,10 @@ def _replacement(original: BaseException) -> GatewayError | None:
     """Unexpected exceptions that still have a meaning a client can act on."""
     if isinstance(original, RecursionError):
         return QueryTooComplex("Query nests too deeply")
+    if isinstance(original, TimeoutError):
+        # no database connection within DATABASE_POOL_TIMEOUT (gateway/db.py), or another wait
+        # that gave up: the service is overloaded, not broken
+        return ServiceUnavailable("The service is busy; try again shortly", retryAfter=2)
     if isinstance(original, asyncpg.QueryCanceledError):
         # statement_timeout (QUERY_TIMEOUT): the database gave up on this query
         return ServiceUnavailable("The database took too long to answer; ask for less or retry",

@@ -115,11 +115,18 @@ class EdgeMiddleware:
             finally:
                 deadline_over = True
         except TimeoutError:
-            log.warning("request deadline of %.0f s passed: %s %s", self.timeout,
-                        scope["method"], scope["path"])
-            if not response_started:
-                await send_error(send_with_headers, 504, "The request took too long",
-                                 "SERVICE_UNAVAILABLE")
+            if deadline.expired():
+                log.warning("request deadline of %.0f s passed: %s %s", self.timeout,
+                            scope["method"], path)
+                if not response_started:
+                    await send_error(send_with_headers, 504, "The request took too long",
+                                     "SERVICE_UNAVAILABLE")
+            else:  # a wait inside gave up, e.g. for a database connection (DATABASE_POOL_TIMEOUT)
+                log.warning("timed out waiting in %s %s", scope["method"], path, exc_info=True)
+                if not response_started:
+                    await send_error(send_with_headers, 503, "The service is busy; try again "
+                                     "shortly", "SERVICE_UNAVAILABLE", [(b"retry-after", b"2")],
+                                     retryAfter=2)
         except Exception as exc:
             log.error("unhandled error in %s %s", scope["method"], scope["path"], exc_info=True)
             sentry.capture(exc, info.request_id)

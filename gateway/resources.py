@@ -9,6 +9,7 @@ import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
+from gateway.budget import check_connection_budget
 from gateway.db import create_pool as create_pg_pool
 from gateway.redis import create_redis
 from gateway.settings import Settings
@@ -23,26 +24,49 @@ class Resources:
     redis: Redis                  # rate limits and other must-answer Redis work
     cache_redis: Redis            # the cache path: 200 ms timeouts, no retries
     arq: ArqRedis | None          # job enqueueing; None while Redis was down at start-up
+    read_pool: asyncpg.Pool | None = None  # DATABASE_READ_URL's replica; see gateway/replica.py
 
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         pool = await create_pg_pool(settings)
+        read_pool = await open_read_pool(settings)
+        await check_connection_budget(settings, pool, read_pool)
         redis = create_redis(settings)
         cache_redis = create_redis(settings, cache_path=True)
         arq = await open_arq(settings)
-        return cls(settings, pool, redis, cache_redis, arq)
+        return cls(settings, pool, redis, cache_redis, arq, read_pool)
 
     async def close(self) -> None:
         if self.arq is not None:
             await self.arq.aclose()
         await self.cache_redis.aclose()
         await self.redis.aclose()
+        if self.read_pool is not None:
+            await self.read_pool.close()
         await self.pool.close()
 
 
+async def open_read_pool(settings: Settings) -> asyncpg.Pool | None:
+    """The replica's pool, or None without `DATABASE_READ_URL`. It connects on demand
+    (`min_size=0`) with a short connect timeout, so a replica that is down at start-up or later
+    costs the fallback to the primary, never the start of the API."""
+    if not settings.database_read_url:
+        return None
+    return await create_pg_pool(settings, dsn=settings.database_read_url, min_size=0,
+                                timeout=min(settings.database_pool_timeout, 5.0))
+
+
 def arq_redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings from the same `REDIS_URL` as the API."""
+    """arq's connection settings from the same `REDIS_URL` as the API, or its Sentinels.
+
+    arq has no Redis Cluster support: with `REDIS_CLUSTER_NODES` the jobs stay on `REDIS_URL`."""
     redis_settings = RedisSettings.from_dsn(settings.redis_url or "redis://127.0.0.1:6379/0")
+    if settings.redis_sentinels:
+        from gateway.redis import parse_nodes
+
+        redis_settings.host = parse_nodes(settings.redis_sentinels)  # type: ignore[assignment]
+        redis_settings.sentinel = True
+        redis_settings.sentinel_master = settings.redis_sentinel_master
     if settings.redis_password:
         redis_settings.password = settings.redis_password
     redis_settings.conn_timeout = int(settings.redis_socket_connect_timeout)

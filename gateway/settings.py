@@ -64,6 +64,16 @@ def _csv(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _host_ports(raw: str) -> tuple[str, ...]:
+    """`host:port,host:port` (Redis Cluster seeds, Sentinels); each port must be a number."""
+    nodes = _csv(raw)
+    for node in nodes:
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"expected host:port[,host:port...], got {node!r}")
+    return nodes
+
+
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|k|mb|m|gb|g)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS = {None: 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2,
                  "g": 1024**3, "gb": 1024**3}
@@ -162,6 +172,10 @@ class Settings:
     database_pool_recycle: float = setting("3600", _positive(_float), "idle connection lifetime, s")
     database_statement_cache_size: int = setting(
         "100", _non_negative_int, "0 behind a transaction pooler (PgBouncer, Neon pooler)")
+    database_read_ryw_seconds: int = setting(
+        "30", _positive(_int), "after a user's write, their reads wait for the replica this long")
+    database_read_circuit_seconds: float = setting(
+        "5", _positive(_float), "seconds reads skip a replica that failed")
 
     # Redis
     redis_url: str | None = setting("", _opt_str, "unset: an embedded Redis under .data/")
@@ -173,6 +187,11 @@ class Settings:
                                          "socket timeout of the cache path, seconds")
     cache_circuit_seconds: float = setting("5", _positive(_float),
                                            "seconds the cache skips Redis after it failed")
+    redis_cluster_nodes: tuple[str, ...] = setting(
+        "", _host_ports, "host:port,... of a Redis Cluster for the cache and rate limits")
+    redis_sentinels: tuple[str, ...] = setting("", _host_ports,
+                                               "host:port,... of Redis Sentinels")
+    redis_sentinel_master: str = setting("mymaster", doc="the master name Sentinel watches")
 
     # Authentication
     jwt_secret_key: str = setting(DEV_JWT_SECRET)
@@ -235,6 +254,8 @@ class Settings:
     # Feature flags
     enable_materialized_views: bool = setting("true", _bool)
     enable_query_cache: bool = setting("true", _bool)
+    enable_response_cache: bool = setting(
+        "true", _bool, "also cache whole own-dashboard responses (with ENABLE_QUERY_CACHE)")
     enable_response_compression: bool = setting("true", _bool)
 
     # Derived, not read from the environment

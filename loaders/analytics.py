@@ -9,7 +9,7 @@ thing whenever it is computed:
 
 | loader | field | key | value |
 | --- | --- | --- | --- |
-| `OverviewLoader` | overview | `(user_id,)` | overview figures, None for a missing user |
+| `OverviewLoader` | overview | `(user_id, today)` | overview figures, None for a missing user |
 | `DailySeriesLoader` | trends | `(user_id, from, to)` | the sparse per-day counts of the range |
 | `ProductivityLoader` | productivity | `(user_id, from, to)` | streaks, lead/cycle times, peaks |
 | `UserLoader` | (never cached) | `user_id` | the user row with its local today |
@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import asyncpg
 
 from gateway.db import query
+from gateway.replica import router_of
 from loaders.cached import CachedLoader
 
 K = TypeVar("K")
@@ -89,6 +90,14 @@ class AnalyticsLoader(CachedLoader[K, V], Generic[K, V]):
     async def compute(self, keys: Sequence[K]) -> list[V]:
         raise NotImplementedError
 
+    async def fetch(self, user_ids: Sequence[uuid.UUID], sql: str,
+                    *args: Any) -> list[asyncpg.Record]:
+        """Run a batch statement on the replica when it may answer for these users (see
+        gateway/replica.py), else on the primary; a loader never `cached` uses its own pool."""
+        if self._resources is None:
+            return await self.pool.fetch(sql, *args)
+        return await router_of(self._resources).fetch(user_ids, sql, *args)
+
 
 class UserLoader(AnalyticsLoader[uuid.UUID, dict[str, Any] | None]):
     """Users by id, with their local today by the database clock. Never cached: `today` moves."""
@@ -107,13 +116,15 @@ def user_value(row: asyncpg.Record) -> dict[str, Any]:
             "created_at": row["created_at"].isoformat(), "today": row["today"].isoformat()}
 
 
-class OverviewLoader(AnalyticsLoader[tuple[uuid.UUID], dict[str, Any] | None]):
+class OverviewLoader(AnalyticsLoader[tuple[uuid.UUID, str], dict[str, Any] | None]):
     """Overview figures of all of a user's tasks; one index-only scan per user."""
 
     field = "overview"
 
-    async def compute(self, keys: Sequence[tuple[uuid.UUID]]) -> list[dict[str, Any] | None]:
-        rows = await self.pool.fetch(query("analytics_overview"), [key[0] for key in keys])
+    async def compute(self, keys: Sequence[tuple[uuid.UUID, str]]
+                      ) -> list[dict[str, Any] | None]:
+        ids = [key[0] for key in keys]
+        rows = await self.fetch(ids, query("analytics_overview"), ids)
         by_id = {row["user_id"]: _overview_value(row) for row in rows}
         return [by_id.get(key[0]) for key in keys]
 
@@ -138,9 +149,9 @@ class DailySeriesLoader(AnalyticsLoader[SeriesKey, dict[str, Any]]):
     field = "trends"
 
     async def compute(self, keys: Sequence[SeriesKey]) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(expand_sql("analytics_daily_series"),
-                                     [k[0] for k in keys], [k[1] for k in keys],
-                                     [k[2] for k in keys])
+        ids = [k[0] for k in keys]
+        rows = await self.fetch(ids, expand_sql("analytics_daily_series"),
+                                ids, [k[1] for k in keys], [k[2] for k in keys])
         values: list[dict[str, Any]] = [
             {"from": k[1].isoformat(), "to": k[2].isoformat(), "days": []} for k in keys]
         for row in rows:
@@ -157,9 +168,9 @@ class ProductivityLoader(AnalyticsLoader[SeriesKey, dict[str, Any]]):
     field = "productivity"
 
     async def compute(self, keys: Sequence[SeriesKey]) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(query("analytics_productivity_extras"),
-                                     [k[0] for k in keys], [k[1] for k in keys],
-                                     [k[2] for k in keys])
+        ids = [k[0] for k in keys]
+        rows = await self.fetch(ids, query("analytics_productivity_extras"),
+                                ids, [k[1] for k in keys], [k[2] for k in keys])
         values: list[dict[str, Any]] = [_productivity_value(None) for _ in keys]
         for row in rows:
             values[row["k"] - 1] = _productivity_value(row)

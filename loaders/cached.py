@@ -42,6 +42,7 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
     _query_cache: QueryCache | None = None
     _notes: dict[str, Any] | None = None
     _force = False
+    _resources: Resources | None = None  # set by `cached`: its replica router picks the pool
 
     def cached(self, resources: Resources, context: Context | None = None,
                *, force: bool = False) -> Self:
@@ -49,6 +50,7 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
         request's `context.notes` (for `extensions.cache`). `force` recomputes every key and
         overwrites it (cache warming)."""
         self._query_cache = cache_of(resources)
+        self._resources = resources
         self._notes = context.notes if context is not None else None
         self._force = force
         return self
@@ -86,7 +88,7 @@ async def warm_users(resources: Resources, user_ids: Iterable[uuid.UUID]) -> int
         extras = analytics.ProductivityLoader(resources.pool)
         for loader in (overview, series, extras):
             loader.cached(resources, force=True)
-        overview_keys = [(uuid.UUID(u["id"]),) for u in users]
+        overview_keys = [(uuid.UUID(u["id"]), u["today"]) for u in users]
         range_keys = [(uuid.UUID(u["id"]), *default_range(u["today"])) for u in users]
         await overview.load_many(overview_keys)
         await series.load_many(range_keys)

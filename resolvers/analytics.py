@@ -213,7 +213,9 @@ def productivity_figures(series: dict[str, Any], extras: dict[str, Any], d_from:
 # -- resolvers ------------------------------------------------------------------------------
 
 async def overview(info: Info, user: dict[str, Any]) -> dict[str, Any]:
-    value = await info.context.loaders.overview.load((uuid.UUID(user["id"]),))
+    # `today` is in the key only so that a cached overview (overdue, due today) ends at the
+    # user's local midnight; the SQL takes today from the database's clock.
+    value = await info.context.loaders.overview.load((uuid.UUID(user["id"]), user["today"]))
     if value is None:  # deleted between the user lookup and this read
         raise NotFound("User not found")
     return value

@@ -9,6 +9,8 @@ private redis-server of its own. Tables and Redis are emptied before every test.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -71,6 +73,18 @@ async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
         await admin.close()
 
 
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """A private folder outside pytest's tmp tree, for a throwaway PostgreSQL cluster: pytest
+    resets its own root to mode 0700 when a session starts, which would lock out the system user
+    the embedded PostgreSQL runs as (when we are root) if another session starts meanwhile."""
+    path = Path(tempfile.mkdtemp(prefix="gateway-test-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_url(server_urls: tuple[str, str]) -> str:
     return server_urls[1]
@@ -84,6 +98,8 @@ def settings(database_url: str, redis_url: str) -> Settings:
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "RATE_LIMIT_ENABLED": "false",
+        # Tests of GraphQL itself must reach it: tests/test_response_cache.py turns this on.
+        "ENABLE_RESPONSE_CACHE": "false",
         "LOG_LEVEL": "WARNING",
     }, env_file=None)
 

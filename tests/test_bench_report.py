@@ -151,3 +151,16 @@ def test_a_written_report_reads_back_the_same(tmp_path: Path) -> None:
     report.write(tmp_path / "r.json")
     again = Report.from_json(json.loads((tmp_path / "r.json").read_text()))
     assert render(again, markdown=True) == render(report, markdown=True)
+
+
+def test_scaling_is_judged_relative_to_the_bare_endpoint_measured_at_the_same_time() -> None:
+    runs = [
+        _run("baseline redis dashboard", users=1000, p50=4.0, kind="baseline"),
+        _run("dashboard cold", users=1000, p50=40.0),  # a busy machine at that moment
+        _run("baseline redis dashboard", users=10_000, p50=1.0, kind="baseline"),
+        _run("dashboard cold", users=10_000, p50=15.0),
+    ]
+    targets = evaluate_targets(runs, [], 10_000)
+    target = next(t for t in targets if t.name.startswith("uncached dashboard p50 flat"))
+    assert target.measured == "0.38x raw, 1.50x relative to the bare Redis endpoint"
+    assert target.met is True

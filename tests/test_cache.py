@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 
 from gateway.cache import (
     CacheExtension,
-    QueryCache,
     bump_version,
     bump_versions,
     cache_key,
@@ -328,9 +327,3 @@ async def test_extensions_cache_is_hidden_in_production(
     assert result.errors is None
     assert not (result.extensions or {}).get("cache")
 
-
-async def test_a_cache_without_redis_calls_is_cheap_to_build(settings: Settings) -> None:
-    """`QueryCache` does no I/O when built: the lifespan may create it before Redis is up."""
-    cache = QueryCache(Redis.from_url("redis://127.0.0.1:1/0"), settings)
-    assert cache.enabled and not cache.breaker.is_open
-    await cache.redis.aclose()

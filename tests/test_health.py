@@ -26,8 +26,9 @@ async def test_ready_when_both_answer(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ready", "checks": {"postgres": "ok", "redis": "ok"}}
 
 
-async def test_ready_is_503_when_postgres_is_stopped(settings: Settings, tmp_path: Path) -> None:
-    server = PostgresServer(tmp_path / "pg", port=free_port())
+async def test_ready_is_503_when_postgres_is_stopped(settings: Settings,
+                                                     scratch_dir: Path) -> None:
+    server = PostgresServer(scratch_dir / "pg", port=free_port())
     server.start()
     try:
         local = replace(settings, database_url=server.url("postgres"))

@@ -21,7 +21,6 @@ import pytest
 
 from gateway.db import create_pool
 from gateway.embedded import free_port
-from gateway.errors import ServiceUnavailable
 from gateway.settings import Settings
 from tests.conftest import running_app
 
@@ -68,7 +67,7 @@ async def test_an_exhausted_pool_answers_503_instead_of_hanging(
         pool = client.app.state.resources.pool  # type: ignore[attr-defined]
         held = await pool.acquire()
         try:
-            with pytest.raises(ServiceUnavailable):
+            with pytest.raises(TimeoutError):  # after DATABASE_POOL_TIMEOUT, not never
                 await pool.fetchval("select 1")
             response = await client.post(
                 "/graphql", json=ME, headers={"Authorization": f"Bearer {token_for(user.id)}"})
@@ -150,3 +149,18 @@ def test_graceful_shutdown_finishes_the_request_in_flight(settings: Settings,
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_wait_that_gives_up_outside_graphql_is_503_not_504(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import app as app_module
+
+    async def waits_for_a_connection(request: Any) -> Any:
+        raise TimeoutError  # as Pool.acquire does after DATABASE_POOL_TIMEOUT
+
+    monkeypatch.setattr(app_module, "health", waits_for_a_connection)
+    async with running_app(settings) as client:
+        response = await client.get("/health")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+    assert response.json()["errors"][0]["extensions"]["code"] == "SERVICE_UNAVAILABLE"

@@ -522,7 +522,8 @@ def profiling(server: Server, seconds: int, label: str, cfg: Config) -> Iterator
     """py-spy on the server while the block runs (BENCH_PROFILE=1); its hot spots are printed
     and written beside the results."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not cfg.profile or not Path(py_spy).exists():
+    if not Path(py_spy).exists():
+        log("BENCH_PROFILE: py-spy is not installed (pip install py-spy); not profiling")
         yield
         return
     raw = cfg.out.with_name(f"{cfg.out.stem}-profile-{label}.txt")
