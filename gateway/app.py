@@ -27,6 +27,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.extensions import AddValidationRules, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
@@ -46,7 +47,12 @@ from gateway.metrics import (
     metrics_endpoint,
     sample_pool_forever,
 )
-from gateway.middleware import EdgeMiddleware, GraphQLBodyGate, RateLimitMiddleware
+from gateway.middleware import (
+    QUIET_PATHS,
+    EdgeMiddleware,
+    GraphQLBodyGate,
+    RateLimitMiddleware,
+)
 from gateway.ratelimit import RateLimiter
 from gateway.resources import Resources
 from gateway.response_cache import ResponseCache
@@ -178,12 +184,23 @@ def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]
     return extensions
 
 
+class ProbeFriendlyTrustedHost(TrustedHostMiddleware):
+    """`ALLOWED_HOSTS` for everything but the probes and `/metrics`: kubelet, Docker's health
+    check and Prometheus call those by IP address, and refusing them would keep pods unready."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in QUIET_PATHS:
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def middleware_stack(settings: Settings, request_metrics: RequestMetrics) -> list[Middleware]:
     """Outermost first; see gateway/middleware.py for what each does and why in this order."""
     stack = [Middleware(EdgeMiddleware, settings=settings, request_metrics=request_metrics)]
     if "*" not in settings.allowed_hosts:
-        stack.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts),
-                                www_redirect=False))
+        stack.append(Middleware(ProbeFriendlyTrustedHost,
+                                allowed_hosts=list(settings.allowed_hosts), www_redirect=False))
     if settings.cors_origins:
         stack.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
