@@ -101,7 +101,8 @@ class _CopyStream:
         self.buffer = bytearray()
         self.counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.task: asyncio.Task[None] | None = None
-        self.cut = False  # set when a cancelled COPY dropped its connection
+        self.abandoned = False  # the reader is gone: the COPY runs out, discarding
+        self.copying = False
 
     async def start(self) -> int:
         """Start the producer; the number of matching rows, counted no further than limit + 1."""
@@ -109,11 +110,15 @@ class _CopyStream:
         return await self.counted
 
     async def _put(self, item: bytes | BaseException | None) -> None:
+        if self.abandoned:
+            return
         # The timeout frees the connection when nobody reads any more (a client that went away
         # before the body was ever iterated leaves no one to cancel this task).
         await asyncio.wait_for(self.queue.put(item), STALL_TIMEOUT)
 
     async def _collect(self, data: bytes) -> None:
+        if self.abandoned:
+            return
         self.buffer += data
         if len(self.buffer) >= CHUNK_BYTES:
             chunk, self.buffer = bytes(self.buffer), bytearray()
@@ -127,26 +132,16 @@ class _CopyStream:
                 total = await conn.fetchval(query("export_tasks_count"), *self.args,
                                             self.limit + 1)
                 self.counted.set_result(total)
-                try:
-                    await conn.copy_from_query(query("export_tasks"), *self.args, self.limit,
-                                               output=self._collect, format="csv", header=True,
-                                               timeout=EXPORT_TIMEOUT)
-                except asyncio.CancelledError:
-                    # The client left mid-COPY. Dropping the connection frees it at once, where
-                    # cancelling the COPY and rolling back would wait on the server (seconds,
-                    # under load); the pool replaces the connection.
-                    self.cut = True
-                    conn.terminate()
-                    raise
+                self.copying = True
+                await conn.copy_from_query(query("export_tasks"), *self.args, self.limit,
+                                           output=self._collect, format="csv", header=True,
+                                           timeout=EXPORT_TIMEOUT)
             if self.buffer:
                 await self._put(bytes(self.buffer))
             await self._put(None)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if self.cut and isinstance(exc, asyncpg.InterfaceError):
-                # the closing transaction met the connection we dropped on purpose
-                raise asyncio.CancelledError from None
             if not self.counted.done():
                 self.counted.set_exception(exc)
                 return
@@ -157,8 +152,14 @@ class _CopyStream:
                 pass  # nobody is reading: nothing to tell
 
     def cancel(self) -> None:
-        """Stop the producer (its connection goes back to the pool as it unwinds)."""
-        if self.task is not None and not self.task.done():
+        """The reader is gone. Before the COPY the producer is cancelled; during it, the COPY runs
+        out with its rows discarded (at most `MAX_EXPORT_ROWS`, a moment's work): cancelling
+        asyncpg mid-COPY could hold the connection for a long time. Either way the connection
+        goes back to the pool."""
+        self.abandoned = True
+        while not self.queue.empty():  # unblock a producer waiting for room
+            self.queue.get_nowait()
+        if self.task is not None and not self.task.done() and not self.copying:
             self.task.cancel()
 
     async def chunks(self) -> AsyncIterator[bytes]:

@@ -87,3 +87,10 @@ def test_cli_stops_with_one_line_naming_the_setting() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "configuration error: PORT: expected a whole number, got 'eighty'"]
+
+
+def test_readme_configuration_table_names_every_setting() -> None:
+    from gateway.settings import documented_settings
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert [name for name, _, _ in documented_settings() if f"`{name}`" not in readme] == []

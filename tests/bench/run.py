@@ -747,6 +747,10 @@ def machine_info(server_version: str | None) -> dict[str, Any]:
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT, check=False).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, cwd=ROOT, check=False).stdout
+    if changed.strip():
+        commit += " with uncommitted changes"
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
                                  check=False).stdout.split("\n")[0].strip()
     return {
