@@ -234,18 +234,23 @@ class GraphQLBodyGate:
             await send_error(send, 400, "Batched operations are not accepted; send one "
                              "operation per request", "BAD_USER_INPUT")
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     async def _too_large(self, send: Send) -> None:
         REJECTED.labels("too_large").inc()
         await send_error(send, 413, f"Request body larger than {self.max_bytes} bytes",
                          "QUERY_TOO_COMPLEX", maxBytes=self.max_bytes)
+
+
+def replaying(body: bytes, receive: Receive, more: bool = False) -> Receive:
+    """A `receive` that hands the app a body already read, then the rest of the stream."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import Caller
 from gateway.cache import CACHE_HITS, CACHE_MISSES, DEBUG_HEADER, CacheUnavailable, cache_of
 from gateway.db import query
-from gateway.middleware import identify
+from gateway.middleware import identify, replaying
 from gateway.ratelimit import TrustedProxies
 from gateway.resources import Resources
 from gateway.settings import Settings
@@ -117,7 +117,7 @@ class ResponseCache:
         # The caller, decoded once per request (the rate limiter may have done it already).
         caller: Caller | None = identify(scope, self.settings, self.trusted)["caller"]
         body, more = await _read_body(receive)
-        replay = _replaying(body, receive, more)
+        replay = replaying(body, receive, more)
         request = _json_object(body) if not more else None
         if caller is None or request is None:
             await self.app(scope, replay, send)
@@ -199,20 +199,6 @@ async def _read_body(receive: Receive, limit: int = 1 << 20) -> tuple[bytes, boo
             return b"".join(chunks), False
         if size > limit:
             return b"".join(chunks), True
-
-
-def _replaying(body: bytes, receive: Receive, more: bool) -> Receive:
-    """A `receive` that hands the app the body we already read, then the rest of the stream."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

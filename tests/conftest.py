@@ -29,7 +29,7 @@ from gateway.db import normalize_dsn
 from gateway.embedded import RedisServer, ensure_services, free_port
 from gateway.migrate import migrate
 from gateway.settings import Settings
-from tests.factories import UserFactory
+from tests.factories import User, UserFactory
 
 TABLES = ("task_events", "daily_analytics", "rollup_coverage", "refresh_tokens", "tasks", "users")
 
@@ -187,6 +187,42 @@ def gql(client: httpx.AsyncClient) -> Callable[..., Awaitable[dict[str, Any]]]:
                                       headers=all_headers)
         body: dict[str, Any] = response.json()
         return body
+
+    return run
+
+
+@pytest.fixture
+async def gql_uncached(settings: Settings, pool: asyncpg.Pool, redis: Redis,
+                       app_with: Callable[..., Any]
+                       ) -> AsyncIterator[Callable[..., Awaitable[dict[str, Any]]]]:
+    """`gql` with the field cache off, for tests that change rows behind the API's back (plain
+    SQL, no `tasks_changed`) and check what PostgreSQL answers."""
+    async with app_with(settings, enable_query_cache=False) as client:
+        async def run(query: str, variables: dict[str, Any] | None = None, *,
+                      token: str | None = None) -> dict[str, Any]:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            response = await client.post("/graphql", json={"query": query,
+                                                            "variables": variables},
+                                         headers=headers)
+            body: dict[str, Any] = response.json()
+            return body
+
+        yield run
+
+
+@pytest.fixture
+async def alice(users: UserFactory) -> User:
+    return await users.create(email="alice@example.com")
+
+
+@pytest.fixture
+def as_alice(gql: Callable[..., Awaitable[dict[str, Any]]], alice: User,
+             token_for: Callable[..., str]) -> Callable[..., Awaitable[dict[str, Any]]]:
+    """`gql` signed in as alice."""
+    token = token_for(alice.id)
+
+    async def run(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await gql(query, variables, token=token)
 
     return run
 

@@ -11,7 +11,7 @@ change nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -22,7 +22,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from gateway.settings import Settings
 from tests import analytics_reference as ref
 from tests.factories import UserFactory
 from workers.aggregation import (
@@ -38,20 +37,9 @@ GQL = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture
-async def gql(settings: Settings, pool: asyncpg.Pool, app_with: Any) -> AsyncIterator[GQL]:
-    """GraphQL over HTTP with the field cache off: these tests change rows behind the API's
-    back (plain SQL, no `tasks_changed`), and check what PostgreSQL answers."""
-    async with app_with(settings, enable_query_cache=False) as client:
-        async def run(query: str, variables: dict[str, Any] | None = None, *,
-                      token: str | None = None) -> dict[str, Any]:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response = await client.post("/graphql", json={"query": query,
-                                                            "variables": variables},
-                                         headers=headers)
-            body: dict[str, Any] = response.json()
-            return body
-
-        yield run
+def gql(gql_uncached: GQL) -> GQL:
+    """The field cache off: these tests change rows behind the API's back."""
+    return gql_uncached
 
 FIELDS_POINT = ("date tasksCreated tasksCompleted tasksDue tasksCompletedOnTime completionRate "
                 "productivityScore")

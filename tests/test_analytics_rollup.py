@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
-from gateway.settings import Settings
 from tests.factories import UserFactory
 from workers.aggregation import (
     affected_days,
@@ -27,20 +26,9 @@ GQL = Callable[..., Awaitable[dict[str, Any]]]
 
 
 @pytest.fixture
-async def gql(settings: Settings, pool: asyncpg.Pool, app_with: Any) -> AsyncIterator[GQL]:
-    """GraphQL over HTTP with the field cache off: these tests change rows behind the API's
-    back (plain SQL, no `tasks_changed`), and check what PostgreSQL answers."""
-    async with app_with(settings, enable_query_cache=False) as client:
-        async def run(query: str, variables: dict[str, Any] | None = None, *,
-                      token: str | None = None) -> dict[str, Any]:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            response = await client.post("/graphql", json={"query": query,
-                                                            "variables": variables},
-                                         headers=headers)
-            body: dict[str, Any] = response.json()
-            return body
-
-        yield run
+def gql(gql_uncached: GQL) -> GQL:
+    """The field cache off: these tests change rows behind the API's back."""
+    return gql_uncached
 
 
 async def local_today(pool: asyncpg.Pool, tz: str) -> date:

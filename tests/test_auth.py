@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-
 from arq.jobs import Job
 
 from gateway.auth import create_access_token, decode_access_token

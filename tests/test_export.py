@@ -60,11 +60,6 @@ def as_cell(value: Any) -> str:
     return str(value)
 
 
-@pytest.fixture
-async def alice(users: UserFactory) -> User:
-    return await users.create(email="alice@example.com")
-
-
 async def test_a_multi_chunk_export_matches_the_database(
         client: httpx.AsyncClient, alice: User, users: UserFactory, pool: asyncpg.Pool,
         token_for: Callable[..., str]) -> None:

@@ -27,19 +27,6 @@ def code(body: dict[str, Any]) -> str:
     return str(body["errors"][0]["extensions"]["code"])
 
 
-@pytest.fixture
-async def alice(users: UserFactory) -> User:
-    return await users.create(email="alice@example.com")
-
-
-@pytest.fixture
-def as_alice(gql: Gql, alice: User, token_for: Callable[..., str]) -> Gql:
-    token = token_for(alice.id)
-
-    async def run(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        return await gql(query, variables, token=token)
-
-    return run
 
 
 async def create(run: Gql, **fields: Any) -> dict[str, Any]:
