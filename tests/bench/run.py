@@ -47,7 +47,7 @@ import httpx
 
 from gateway.auth import create_access_token
 from gateway.db import normalize_dsn
-from gateway.embedded import PostgresServer, RedisServer, free_port
+from gateway.embedded import PostgresServer, RedisServer, _give_to, _run_as, free_port
 from gateway.migrate import migrate
 from gateway.seed import ADMIN_EMAIL, seed
 from gateway.settings import Settings
@@ -112,6 +112,8 @@ class Config:
     profile: bool
     quick: bool
     out: Path
+    workers: int = 1          # BENCH_WORKERS: uvicorn processes of the API
+    replica: bool = False     # BENCH_REPLICA=1: analytics reads from a streaming replica
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -134,7 +136,8 @@ class Config:
             sample=int(env.get("BENCH_SAMPLE", "200" if quick else "500")),
             reseed=env.get("BENCH_RESEED", "") not in ("", "0", "false"),
             profile=env.get("BENCH_PROFILE", "") not in ("", "0", "false"),
-            quick=quick, out=out)
+            quick=quick, out=out, workers=int(env.get("BENCH_WORKERS", "1")),
+            replica=env.get("BENCH_REPLICA", "") not in ("", "0", "false"))
 
 
 def log(message: str) -> None:
@@ -163,6 +166,7 @@ class Processes:
     servers: list[Server] = field(default_factory=list)
     redis: RedisServer | None = None
     stop_embedded: list[Any] = field(default_factory=list)
+    replica_url: str | None = None  # the streaming replica's server URL (BENCH_REPLICA=1)
 
     def stop_servers(self) -> None:
         for server in reversed(self.servers):
@@ -460,14 +464,16 @@ async def record_sql(settings: Settings, requests: dict[str, tuple[uuid.UUID, st
 # --- one dataset ----------------------------------------------------------------------------------
 
 
-def bench_environment(dsn: str, redis_url: str, secret: str) -> dict[str, str]:
+def bench_environment(dsn: str, redis_url: str, secret: str, workers: int = 1,
+                      read_dsn: str | None = None) -> dict[str, str]:
     """The API's production-like configuration for the run."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("BENCH_")}
     env.update({
         "APP_ENV": "production",
         "HOST": "127.0.0.1",
-        "WORKERS": "1",
+        "WORKERS": str(workers),
         "DATABASE_URL": dsn,
+        "DATABASE_READ_URL": read_dsn or "",
         "REDIS_URL": redis_url,
         "JWT_SECRET_KEY": secret,
         "JWT_ACCESS_TOKEN_EXPIRE_MINUTES": "240",
@@ -578,7 +584,9 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
                         procs: Processes, workdir: Path, report: Report, main: bool) -> None:
     """Every scenario of one dataset: aggregation, then the HTTP scenarios."""
     secret = secrets.token_urlsafe(48)
-    env = bench_environment(dsn, redis_url, secret)
+    read_dsn = with_database(procs.replica_url, dsn.rpartition("/")[2]) \
+        if procs.replica_url else None
+    env = bench_environment(dsn, redis_url, secret, cfg.workers, read_dsn)
     settings = Settings.load(environ=env, env_file=None)
     report.jobs.extend(await aggregation_jobs(dsn, users, settings))
 
@@ -733,6 +741,28 @@ def start_private_postgres(procs: Processes) -> str:
     return server.url("postgres")
 
 
+def start_private_replica(procs: Processes, primary_url: str) -> str:
+    """A streaming hot standby of the benchmark's cluster (`pg_basebackup -R`), made anew on each
+    run under `.data/bench/replica`, for `BENCH_REPLICA=1`: analytics reads then go to it
+    (`DATABASE_READ_URL`), writes and auth to the primary."""
+    primary = procs.stop_embedded[-1]
+    replica = PostgresServer(BENCH_DATA_DIR / "replica", port=free_port())
+    if replica.is_running():
+        replica.stop()
+    shutil.rmtree(replica.data_dir, ignore_errors=True)
+    replica.data_dir.mkdir(parents=True)
+    _give_to(replica.data_dir, _run_as())
+    log(f"copying the cluster to a streaming replica on 127.0.0.1:{replica.port}")
+    result = primary._run("pg_basebackup", "-R", "-X", "stream", "-c", "fast",
+                          "-D", str(replica.pgdata.resolve()), "-h", "127.0.0.1",
+                          "-p", str(primary.port), "-U", "postgres", timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"pg_basebackup failed; see {primary.data_dir / 'commands.log'}")
+    replica.start()
+    procs.stop_embedded.append(replica)
+    return replica.url("postgres")
+
+
 def machine_info(server_version: str | None) -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError):
@@ -769,13 +799,20 @@ async def run(cfg: Config) -> Report:
     report = Report(machine={}, config={
         "users": cfg.users, "sizes": cfg.sizes, "tasks_per_user": cfg.tasks, "days": cfg.days,
         "duration_s": cfg.duration, "concurrency": cfg.concurrency, "sample_users": cfg.sample,
-        "quick": cfg.quick, "api": "python -m gateway serve (uvicorn, 1 worker, APP_ENV="
-                                   "production, LOG_LEVEL=WARNING, rate limits off)",
+        "quick": cfg.quick,
+        "api": f"python -m gateway serve (uvicorn, {cfg.workers} worker(s), APP_ENV=production, "
+               f"LOG_LEVEL=WARNING, rate limits off"
+               f"{', analytics reads on a streaming replica' if cfg.replica else ''})",
         "load": "wrk -t1, closed loop, random user per request"})
     try:
         server_url = os.environ.get("DATABASE_URL")
         if not server_url:
             server_url = start_private_postgres(procs)
+            if cfg.replica:
+                procs.replica_url = start_private_replica(procs, server_url)
+        elif cfg.replica:
+            raise SystemExit("BENCH_REPLICA=1 makes a replica of the benchmark's own cluster: "
+                             "unset DATABASE_URL")
         redis_url = os.environ.get("REDIS_URL")
         if not redis_url:
             procs.redis = RedisServer(Path(tempfile.mkdtemp(prefix="bench-redis-")),
