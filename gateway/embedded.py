@@ -207,11 +207,15 @@ class PostgresServer:
 
 @dataclass
 class RedisServer:
-    """One redis-server in `data_dir`, listening on 127.0.0.1:`port`, daemonized."""
+    """One redis-server in `data_dir`, listening on 127.0.0.1:`port`: a daemon, or with
+    `tied_to_parent` a child that the kernel stops when the starting thread dies (a test run
+    killed with SIGKILL leaves no server behind). Start a tied server from the main thread."""
 
     data_dir: Path
     port: int = REDIS_PORT
     extra_args: tuple[str, ...] = ()
+    tied_to_parent: bool = False
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
     def pid_file(self) -> Path:
@@ -249,8 +253,14 @@ class RedisServer:
                 "--daemonize", "yes", "--pidfile", str(self.pid_file.resolve()),
                 "--logfile", str(self.log_file.resolve()), "--dir", str(self.data_dir.resolve()),
                 "--save", "", "--appendonly", "no", *self.extra_args]
-        subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True, timeout=30)
+        if self.tied_to_parent:
+            args[args.index("--daemonize") + 1] = "no"
+            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          preexec_fn=_die_with_parent)
+        else:
+            subprocess.run(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True, timeout=30)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.pid() and self._ping():
@@ -264,6 +274,15 @@ class RedisServer:
             return
         self.resume()  # a paused server cannot handle SIGTERM
         os.kill(pid, signal.SIGTERM)
+        if self._proc is not None:  # our child: reap it (a zombie would still answer kill(0))
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+            self.pid_file.unlink(missing_ok=True)
+            return
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -285,6 +304,14 @@ class RedisServer:
         pid = self.pid()
         if pid:
             os.kill(pid, signal.SIGCONT)
+
+
+def _die_with_parent() -> None:
+    """Run in the child before exec: SIGTERM when the parent thread dies (Linux prctl)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 @dataclass

@@ -46,7 +46,8 @@ def server_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     redis_server = None
     redis_url = os.environ.get("REDIS_URL")
     if not redis_url:
-        redis_server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
+        redis_server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port(),
+                                   tied_to_parent=True)
         redis_server.start()
         redis_url = redis_server.url()
     try:
