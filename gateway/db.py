@@ -19,6 +19,7 @@ from gateway.settings import Settings
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--[ \t]*include:[ \t]*([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE)
 
 
 def normalize_dsn(url: str) -> str:
@@ -27,7 +28,10 @@ def normalize_dsn(url: str) -> str:
 
 
 def load_queries(directory: Path = SQL_DIR / "queries") -> dict[str, str]:
-    """Every named query of every `.sql` file in `directory`; a duplicate name is an error."""
+    """Every named query of every `.sql` file in `directory`; a duplicate name is an error.
+
+    A line `-- include: <name>` is replaced by that (fragment) query, once, here: SQL that must
+    mean the same in several statements (a day's figures, the task filters) is written once."""
     queries: dict[str, str] = {}
     for path in sorted(directory.glob("*.sql")):
         text = path.read_text()
@@ -38,7 +42,15 @@ def load_queries(directory: Path = SQL_DIR / "queries") -> dict[str, str]:
             if name in queries:
                 raise ValueError(f"query {name!r} is defined twice ({path.name})")
             queries[name] = text[mark.end():end].strip()
-    return queries
+
+    def expand(name: str, seen: tuple[str, ...]) -> str:
+        if name in seen:
+            raise ValueError(f"query {name!r} includes itself ({' -> '.join((*seen, name))})")
+        if name not in queries:
+            raise ValueError(f"{seen[-1]!r} includes {name!r}, which is not defined")
+        return _INCLUDE.sub(lambda m: expand(m.group(1), (*seen, name)), queries[name])
+
+    return {name: expand(name, ()) for name in queries}
 
 
 QUERIES = load_queries()

@@ -172,7 +172,7 @@ class ResponseCache:
         ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
                 "productivity": settings.cache_ttl_productivity}
         ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
-        timezone = await resources.pool.fetchval(query("response_cache_user_timezone"),
+        timezone = await resources.pool.fetchval(query("user_timezone"),
                                                  caller.id)
         if timezone is None:
             return

@@ -20,7 +20,6 @@ dashboard's 30-day DAY trend and default productivity share one key.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -38,15 +37,6 @@ V = TypeVar("V")
 SeriesKey = tuple[uuid.UUID, date, date]
 ONE_DECIMAL = Decimal("0.1")
 WEEKDAYS = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
-_INCLUDE = re.compile(r"^[ \t]*--[ \t]*include:[ \t]*([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE)
-
-
-def expand_sql(name: str) -> str:
-    """A named query with its `-- include: <name>` lines replaced by those (fragment) queries.
-
-    The live per-day figures are one fragment included by both the read and the rollup queries,
-    so that the two can never disagree about a day."""
-    return _INCLUDE.sub(lambda m: query(m.group(1)), query(name))
 
 
 def round1(numerator: int | Decimal, denominator: int | Decimal) -> Decimal:
@@ -150,7 +140,7 @@ class DailySeriesLoader(AnalyticsLoader[SeriesKey, dict[str, Any]]):
 
     async def compute(self, keys: Sequence[SeriesKey]) -> list[dict[str, Any]]:
         ids = [k[0] for k in keys]
-        rows = await self.fetch(ids, expand_sql("analytics_daily_series"),
+        rows = await self.fetch(ids, query("analytics_daily_series"),
                                 ids, [k[1] for k in keys], [k[2] for k in keys])
         values: list[dict[str, Any]] = [
             {"from": k[1].isoformat(), "to": k[2].isoformat(), "days": []} for k in keys]

@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from gateway.db import query
-from loaders.analytics import expand_sql
 
 # The task columns whose values decide which days' figures a task contributes to.
 _ANALYTIC_COLUMNS = ("status", "priority", "due_date", "created_at", "completed_at", "deleted")
@@ -32,7 +31,7 @@ async def _aggregate_batch(pool: asyncpg.Pool, user_ids: Sequence[uuid.UUID],
     """Aggregate one batch of users (per-user [lo, hi]) in one transaction; rows written."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(query("rollup_lock_users"), list(user_ids))
-        row = await conn.fetchrow(expand_sql("rollup_aggregate"), list(user_ids), list(los),
+        row = await conn.fetchrow(query("rollup_aggregate"), list(user_ids), list(los),
                                   list(his))
     return int(row["written"]) if row is not None else 0
 

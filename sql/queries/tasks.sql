@@ -14,6 +14,17 @@ from tasks
 where id = $1 and user_id = $2 and not deleted
 for update
 
+-- name: task_filters
+-- FRAGMENT, not run alone: the filters of the task list and the CSV export (included by
+-- list_tasks, export_tasks and export_tasks_count, so that an export's row count and rows, and
+-- the list, can never filter differently). Nulls do not filter. $6 is a LIKE pattern whose own
+-- % and _ the caller escaped.
+  and ($2::text is null or status = $2::text)
+  and ($3::text is null or priority = $3::text)
+  and ($4::date is null or due_date >= $4::date)
+  and ($5::date is null or due_date <= $5::date)
+  and ($6::text is null or title ilike $6::text)
+
 -- name: list_tasks
 -- A page of a user's tasks in creation order, after the cursor ($7, $8) when given; filters that
 -- are null do not apply. $6 is a LIKE pattern with its own % and _ escaped by the caller.
@@ -22,11 +33,7 @@ select id, user_id, title, description, status, priority, due_date, created_at, 
        started_at, completed_at, deleted, deleted_at
 from tasks
 where user_id = $1 and not deleted
-  and ($2::text is null or status = $2::text)
-  and ($3::text is null or priority = $3::text)
-  and ($4::date is null or due_date >= $4::date)
-  and ($5::date is null or due_date <= $5::date)
-  and ($6::text is null or title ilike $6::text)
+  -- include: task_filters
   -- Always a row comparison (from the very start without a cursor), so that even a generic plan
   -- starts its index scan of idx_tasks_created_at at the cursor instead of filtering up to it.
   and (created_at, id) > (coalesce($7::timestamptz, '-infinity'),
@@ -95,11 +102,7 @@ from tasks,
                           then '''' || description else description end as description_cell
              ) as cells
 where user_id = $1 and not deleted
-  and ($2::text is null or status = $2::text)
-  and ($3::text is null or priority = $3::text)
-  and ($4::date is null or due_date >= $4::date)
-  and ($5::date is null or due_date <= $5::date)
-  and ($6::text is null or title ilike $6::text)
+  -- include: task_filters
 -- Qualified: a bare `created_at` here would mean the to_char output column above.
 order by tasks.created_at, tasks.id
 limit $7
@@ -109,10 +112,6 @@ limit $7
 select count(*) from (
     select 1 from tasks
     where user_id = $1 and not deleted
-      and ($2::text is null or status = $2::text)
-      and ($3::text is null or priority = $3::text)
-      and ($4::date is null or due_date >= $4::date)
-      and ($5::date is null or due_date <= $5::date)
-      and ($6::text is null or title ilike $6::text)
+      -- include: task_filters
     limit $7
 ) as capped
