@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from graphql import ASTValidationRule
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from starlette.applications import Starlette
@@ -31,14 +33,16 @@ from starlette.types import Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.extensions import AddValidationRules, SchemaExtension
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types import ExecutionResult
 
 from gateway.auth import bearer_token, decode_access_token
 from gateway.cache import CacheExtension
-from gateway.context import Context
+from gateway.context import Context, account_of, verified_caller
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.export import export_tasks
-from gateway.graphql_errors import ErrorMasking, shape_errors
+from gateway.graphql_errors import ErrorMasking, replacement_for, shape_errors
+from gateway.input_checks import InputCheck, RequestRefused, error_body, load_json
 from gateway.limits import Limits, limit_extensions
 from gateway.logs import configure_logging, current_request, quiet_library_loggers
 from gateway.metrics import (
@@ -77,7 +81,9 @@ class ORJSONResponse(JSONResponse):
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context (the caller from the bearer token, and resources),
     orjson encoding, a last pass of error shaping, and 429/503 with `Retry-After` when a
-    resolver refused for a while (the login limit, an exhausted pool)."""
+    resolver refused for a while (the login limit, an exhausted pool), 400 when the operation was
+    refused for its input (BAD_USER_INPUT and no data). Strawberry's own refusals (no query, bad
+    JSON, an unknown operation...) are JSON with a code too, not plain text."""
 
     def __init__(self, *args: Any, production: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,25 +91,88 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         resources: Resources = request.app.state.resources
-        context = Context(request=request, resources=resources)
+        context = Context(request=request, resources=resources, response=response)
         state = request.scope.get("state") or {}
-        if "caller" in state:  # the rate-limit middleware has read the token already
+        if "caller" in state:  # the rate-limit middleware or the response cache read the token
             context.caller = state["caller"]
             context.auth_error = state["auth_error"]
-            return context
-        try:
-            token = bearer_token(request.headers.get("authorization"))
-            if token is not None:
-                context.caller = decode_access_token(resources.settings, token)
-                info = current_request.get()
-                if info is not None:
-                    info.user_id = str(context.caller.id)
-        except Unauthenticated as exc:
-            context.auth_error = exc
+        else:
+            try:
+                token = bearer_token(request.headers.get("authorization"))
+                if token is not None:
+                    context.caller = decode_access_token(resources.settings, token)
+                    info = current_request.get()
+                    if info is not None:
+                        info.user_id = str(context.caller.id)
+            except Unauthenticated as exc:
+                context.auth_error = exc
+        if context.caller is not None:
+            await self._verify_caller(context, request.scope)
         return context
 
+    @staticmethod
+    async def _verify_caller(context: Context, scope: Any) -> None:
+        """The token's caller as the database knows it now: the current role, and no caller (but
+        UNAUTHENTICATED) once the account is deleted. The row primes the user loader."""
+        assert context.caller is not None
+        try:
+            account = await account_of(scope, context.resources, context.caller.id)
+            context.caller = verified_caller(context.caller, account)
+        except Unauthenticated as exc:
+            context.caller, context.auth_error = None, exc
+            return
+        except Exception as exc:
+            # Raised by the fields that need a caller, so it is shaped like any resolver error:
+            # SERVICE_UNAVAILABLE for an outage, else masked as INTERNAL_SERVER_ERROR and logged.
+            context.caller, context.auth_error = None, replacement_for(exc) or exc
+            return
+        context.loaders.user.prime(context.caller.id, account)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Strawberry's view, except that its refusals (`HTTPException`: no query, bad JSON, an
+        unknown operation, a mutation over GET...) are JSON with a code, like every other."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope=scope, receive=receive))
+        except HTTPException as exc:
+            response = self.refusal(exc)
+        await response(scope, receive, send)
+
+    @staticmethod
+    def refusal(exc: HTTPException) -> Response:
+        if isinstance(exc, RequestRefused):
+            code = exc.code
+        elif isinstance(exc.__cause__, CannotGetOperationTypeError):
+            code = "GRAPHQL_VALIDATION_FAILED"  # no such operation, or several and no name
+        elif exc.status_code == 404:
+            code = "NOT_FOUND"
+        elif exc.status_code >= 500:
+            code = "INTERNAL_SERVER_ERROR"
+        else:
+            code = "BAD_USER_INPUT"
+        return ORJSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # Checked by `GraphQLBodyGate` for POST already; here for GET's query parameters.
+        return load_json(data)
+
+    def parse_query_params(self, params: Mapping[str, str | None]) -> dict[str, Any]:
+        """GET: `variables` and `extensions` are JSON (checked like a POST body)."""
+        data: dict[str, Any] = dict(params)
+        for name in ("variables", "extensions"):
+            if data.get(name):
+                data[name] = load_json(data[name], f"The {name} parameter")
+        return data
+
     def encode_json(self, data: object) -> bytes:  # type: ignore[override]
-        return orjson.dumps(data)
+        try:
+            return orjson.dumps(data)
+        except TypeError:
+            # A message quoting the client's unpaired surrogate, which orjson refuses to encode
+            # (the stdlib writes it as an escape); anything else was a bug and stays one.
+            return json.dumps(data, separators=(",", ":")).encode()
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         if result.errors:
@@ -123,6 +192,10 @@ class GraphQLApp(GraphQL[Context, None]):
                     response.status_code = status
                     response.headers["retry-after"] = str(extensions.get("retryAfter", 1))
                     break
+            else:
+                if any((error.get("extensions") or {}).get("code") == "BAD_USER_INPUT"
+                       for error in errors):
+                    response.status_code = 400  # refused for its input: nothing was done
         return response
 
 
@@ -175,6 +248,7 @@ def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]
     production = settings.is_production
     extensions: list[Callable[[], SchemaExtension]] = [
         lambda: ErrorMasking(production=production),
+        InputCheck,
         *limit_extensions(Limits.from_settings(settings)),
         CacheExtension,
     ]

@@ -1,17 +1,19 @@
 """The Redis cache of analytics field results: versioned keys, single flight, fail-open.
 
-A cached figure lives at `analytics:{<user_id>}:v<version>:<field>:<args...>`:
+A cached figure lives at `analytics:{<user_id>}:f<FORMAT>:v<version>:<field>:<args...>`:
 
 - the `{user_id}` hash tag keeps all of a user's keys in one Redis Cluster slot;
-- `<version>` is the integer at `analytics:{<user_id>}:version` (0 when absent). Anything that
-  changes a user's figures INCRs it (`bump_version`), so every key of that user is missed at once,
-  without scanning; the old keys simply expire with their TTL;
+- `f<FORMAT>` is the format of the stored values: entries written by a release that shaped them
+  differently are never read (bump `KEY_FORMAT` when a value's shape changes);
+- `<version>` is the user's `users.data_version` in PostgreSQL, which the transaction of every
+  change to the user's figures raises (triggers of sql/migrations/0002_data_versions.sql). The
+  request reads it from PostgreSQL (with the user row it loads anyway) before it reads the cache,
+  so an entry computed before an acknowledged write is never answered after it, whatever Redis
+  lost, kept or restored; the old keys simply expire with their TTL (docs/cache.md);
 - the user id, field and every argument are in the key, so one user's figure can never be
   answered to another.
 
-A batch of keys costs two round trips: one `MGET` of the users' versions, then one `MGET` of the
-values (the value keys depend on the versions, so the two cannot be merged without a Lua script,
-which Redis Cluster would only accept per slot). Misses are computed with one `compute` call and
+A batch of keys costs one `MGET` of the values; misses are computed with one `compute` call and
 written back with one pipelined `SET ... EX`.
 
 Stampedes: concurrent misses of one key in this process await a single computation (single
@@ -19,9 +21,13 @@ flight), and across processes a short `SET NX PX` lock lets one process compute 
 poll the value for a moment, then compute themselves if it does not come.
 
 Fail-open: every Redis call goes through `resources.cache_redis` (200 ms timeouts, no retries) and
-a circuit breaker; any Redis failure is a miss, and after one the cache skips Redis for
-`CACHE_CIRCUIT_SECONDS`. A version bump that could not reach Redis is kept and sent before this
-process reads the cache again.
+the client's circuit breaker (`gateway.redis.breaker_for`, shared with the rate limiter); any
+Redis failure is a miss. A call gets `REDIS_CACHE_TIMEOUT` in all, pool and connect included; the
+first failure opens the breaker, cuts short the calls still waiting on Redis, and skips Redis for
+`CACHE_CIRCUIT_SECONDS`, after which one call probes it. So a hung Redis costs a request at most
+about one timeout. For a lock's lifetime after a failure nobody waits on another's lock (it may
+be an orphan whose value and release were lost): the waiter computes. Nothing has to be replayed
+when Redis returns: invalidation lives in PostgreSQL, not in Redis.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -44,7 +50,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from strawberry.extensions import SchemaExtension
 
-from gateway.circuit import CircuitBreaker, Permit
+from gateway.circuit import CircuitOpen
+from gateway.redis import breaker_for
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,8 +87,10 @@ class _LeaderGone(Exception):
 # --- keys ------------------------------------------------------------------------------------
 
 
-def version_key(user_id: uuid.UUID | str) -> str:
-    return f"analytics:{{{user_id}}}:version"
+KEY_FORMAT = 2
+"""The format of cache keys and values; 2: versions from PostgreSQL (1 kept them in Redis)."""
+Versions = Mapping[Any, int]
+"""Each user's `users.data_version`, as the request read it from PostgreSQL."""
 
 
 def _arg(value: Any) -> str:
@@ -96,9 +105,10 @@ def _arg(value: Any) -> str:
 
 
 def cache_key(field: str, key: Key, version: int) -> str:
-    """`analytics:{<user_id>}:v<version>:<field>:<args...>` for a loader key."""
+    """`analytics:{<user_id>}:f<FORMAT>:v<version>:<field>:<args...>` for a loader key."""
     user_id, *args = key
-    parts = [f"analytics:{{{user_id}}}:v{version}:{field}", *(_arg(a) for a in args)]
+    parts = [f"analytics:{{{user_id}}}:f{KEY_FORMAT}:v{version}:{field}",
+             *(_arg(a) for a in args)]
     return ":".join(parts)
 
 
@@ -127,30 +137,6 @@ def decode(raw: bytes) -> tuple[Any, float]:
     return value, float(written_at)
 
 
-# --- versions outside a request (workers, events) --------------------------------------------
-
-
-async def bump_version(redis: Redis, user_id: uuid.UUID | str) -> bool:
-    """Invalidate every cached figure of a user. Best effort: logs and returns False on failure."""
-    return await bump_versions(redis, [user_id])
-
-
-async def bump_versions(redis: Redis, user_ids: Iterable[uuid.UUID | str]) -> bool:
-    """`bump_version` for many users in one round trip. Never raises."""
-    ids = list(dict.fromkeys(user_ids))
-    if not ids:
-        return True
-    try:
-        async with redis.pipeline(transaction=False) as pipe:
-            for user_id in ids:
-                pipe.incr(version_key(user_id))
-            await pipe.execute()
-        return True
-    except Exception as exc:  # best effort by contract: the change is already committed
-        log.warning("cache version bump failed for %d user(s): %s", len(ids), type(exc).__name__)
-        return False
-
-
 async def _mget(redis: Redis, keys: list[str]) -> list[bytes | None]:
     """MGET that also works on Redis Cluster, where keys of several users span slots."""
     mget_nonatomic = getattr(redis, "mget_nonatomic", None)
@@ -173,38 +159,25 @@ class QueryCache:
                      "trends": settings.cache_ttl_trends,
                      "productivity": settings.cache_ttl_productivity}
         self.default_ttl = min(self.ttls.values())
-        self.breaker = CircuitBreaker(settings.cache_circuit_seconds)
+        # The client's breaker, shared with the rate limiter (and the response cache, through
+        # this cache): calls of REDIS_CACHE_TIMEOUT in all, skipped for CACHE_CIRCUIT_SECONDS
+        # after a failure, and never more in flight than the pool has connections (redis-py's
+        # pool raises "Too many connections" instead of waiting, which would trip the breaker).
+        self.breaker = breaker_for(redis, settings)
         self._clock = clock
-        # Never more commands in flight than the client's pool has connections: redis-py's pool
-        # raises "Too many connections" instead of waiting, which would trip the breaker.
-        self._slots = asyncio.Semaphore(settings.redis_max_connections)
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._pending_bumps: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # flushes in progress (kept referenced)
         self._mget_queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
 
     # -- Redis calls, all through the breaker --
 
     async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
-        permit = self.breaker.allow()
-        if permit is None:
-            raise CacheUnavailable("circuit open")
         try:
-            async with self._slots:
-                if not self.breaker.still_allowed(permit):
-                    raise CacheUnavailable("circuit opened while waiting")
-                result = await op()
-        except REDIS_FAILURES as exc:
-            if not self.breaker.is_open or permit is Permit.PROBE:
-                log.warning("cache Redis failed, skipping it for %.0f s: %s",
-                            self.breaker.cooldown, type(exc).__name__)
-            self.breaker.failure()
+            return await self.breaker.call(op, REDIS_FAILURES)
+        except CircuitOpen as exc:
+            raise CacheUnavailable(str(exc)) from None
+        except REDIS_FAILURES as exc:  # logged by the breaker when it opens
             raise CacheUnavailable(type(exc).__name__) from exc
-        except BaseException:
-            self.breaker.abandon(permit)
-            raise
-        self.breaker.success()
-        return result
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         """MGET, coalesced: every MGET asked for in one event-loop iteration, by any request of
@@ -237,27 +210,6 @@ class QueryCache:
             if not future.done():
                 future.set_result([found[key] for key in keys])
 
-    async def bump(self, user_ids: Iterable[uuid.UUID | str]) -> None:
-        """Bump users' versions; if Redis cannot be reached, keep them for the next cache read.
-
-        Never raises: callers have already committed their change.
-        """
-        keys = [version_key(u) for u in user_ids]
-        if not keys:
-            return
-
-        async def incr() -> None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.incr(key)
-                await pipe.execute()
-
-        try:
-            await self._call(incr)
-        except CacheUnavailable:
-            self._pending_bumps.update(keys)
-            log.warning("cache version bump deferred for %d user(s)", len(keys))
-
     async def set_raw(self, key: str, payload: bytes, ttl: int) -> None:
         """`SET key payload EX ttl` through the breaker; a Redis failure is only logged (a value
         not stored is a miss next time, nothing worse)."""
@@ -266,34 +218,15 @@ class QueryCache:
         except CacheUnavailable:
             pass
 
-    async def versions(self, user_ids: Iterable[Any]) -> dict[Any, int]:
-        """The current version of each user, in one round trip (deferred bumps go first)."""
-        users = list(dict.fromkeys(user_ids))
-        keys = [version_key(u) for u in users]
-        pending = list(self._pending_bumps)
-
-        if not pending:
-            raw = await self.mget(keys)
-            return {u: int(v) if v is not None else 0 for u, v in zip(users, raw, strict=True)}
-
-        async def read() -> list[bytes | None]:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in pending:
-                    pipe.incr(key)
-                for key in keys:  # GETs, not one MGET: on a cluster the users span slots
-                    pipe.get(key)
-                results = await pipe.execute()
-            return list(results[len(pending):])
-
-        raw = await self._call(read)
-        self._pending_bumps.difference_update(pending)
-        return {u: int(v) if v is not None else 0 for u, v in zip(users, raw, strict=True)}
-
     # -- the loader path --
 
-    async def load(self, field: str, keys: Sequence[Key], compute: Compute,
+    async def load(self, field: str, keys: Sequence[Key], versions: Versions, compute: Compute,
                    notes: dict[str, Any] | None = None, *, force: bool = False) -> list[Any]:
         """The values of `keys` for `field`: from Redis where present, else from `compute`.
+
+        `versions` holds the `users.data_version` of every user of `keys`, read from PostgreSQL
+        before this call (so before anything is computed: a value is never stored under a
+        version newer than the data it was computed from).
 
         `compute` gets the missing keys only, in one call, and returns their values in order
         (JSON-compatible; returned as they read back from the cache, so a hit and a miss look
@@ -304,13 +237,6 @@ class QueryCache:
             return []
         if not self.enabled:
             return _roundtrip(await compute(keys), self._clock())
-        try:
-            versions = await self.versions(k[0] for k in keys)
-        except CacheUnavailable:
-            # Without the versions no key can be trusted, and without Redis nothing can be stored.
-            self._count(field, notes, hits=[], misses=len(keys))
-            return _roundtrip(await compute(keys), self._clock())
-
         ckeys = [cache_key(field, k, versions[k[0]]) for k in keys]
         results: list[Any] = [None] * len(keys)
         missing = list(range(len(keys)))
@@ -465,6 +391,11 @@ class QueryCache:
         """Poll for values another process is computing; `_ABSENT` where none came in time
         (or where the other process gave up its lock without writing)."""
         found: list[Any] = [_ABSENT] * len(ckeys)
+        if self.breaker.failed_within(LOCK_TTL_MS / 1000):
+            # Redis failed a moment ago: the lock may belong to a computation whose result and
+            # release never reached Redis (this process's or another's, cut off by the same
+            # outage). Waiting for it would cost up to LOCK_WAIT_SECONDS for nothing.
+            return found
         waiting = list(range(len(ckeys)))
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while waiting and time.monotonic() < deadline:

@@ -5,13 +5,31 @@ callers skip Redis outright for `cooldown` seconds; then exactly one caller is l
 probe (half-open). The probe's success closes the breaker, its failure opens it for another
 cooldown. So while Redis is down or hangs, the service pays the timeout about once per cooldown,
 not once per request.
+
+`CircuitBreaker.call` runs one call through the breaker and bounds what it may cost:
+
+- `timeout`: the whole call (waiting for a slot, a connection, connecting, the command) gets this
+  long, whatever the client does inside (redis-py 5 connects under its pool's lock, so calls on a
+  hung server would otherwise queue behind each other's connect, one timeout each);
+- when a call fails and opens the breaker, every other call still waiting on the dependency is
+  cut short at once (`CircuitOpen`): they would only fail the same way, one after another;
+- `max_concurrent`: at most this many calls in flight (redis-py's pool raises rather than waits
+  when it runs out of connections, which would open the breaker under load).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from enum import Enum
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Permit(Enum):
@@ -21,17 +39,61 @@ class Permit(Enum):
     PROBE = "probe"
 
 
+class CircuitOpen(Exception):
+    """The call was not made, or cut short: the breaker is open (or opened while it waited)."""
+
+
+@dataclass
+class BreakerStats:
+    """What `CircuitBreaker.call` did, since the breaker was made (for metrics and tests)."""
+
+    calls: int = 0         # calls let through (closed or probe)
+    probes: int = 0        # of which half-open probes
+    succeeded: int = 0
+    failed: int = 0        # reached the dependency and failed (error or timeout)
+    aborted: int = 0       # cut short because another call failed and opened the breaker
+    skipped: int = 0       # refused at once: the breaker was open
+    longest_wait: float = 0.0  # the longest any call spent in `call`, seconds
+
+    @property
+    def waited(self) -> int:
+        """Calls that waited on the dependency and got no answer."""
+        return self.failed + self.aborted
+
+    def snapshot(self) -> dict[str, float]:
+        return {**asdict(self), "waited": self.waited}
+
+
+class _Waiter:
+    """A call in flight: its deadline, which `failure` moves to now to cut it short."""
+
+    __slots__ = ("aborted", "scope")
+
+    def __init__(self, scope: asyncio.Timeout) -> None:
+        self.scope = scope
+        self.aborted = False
+
+
 class CircuitBreaker:
     """Closed → (failure) → open for `cooldown` s → one probe → closed or open again.
 
     Not thread-safe; it lives in one event loop, like the client it guards.
     """
 
-    def __init__(self, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cooldown: float, clock: Callable[[], float] = time.monotonic, *,
+                 timeout: float | None = None, max_concurrent: int | None = None,
+                 name: str = "dependency") -> None:
         self.cooldown = cooldown
+        self.timeout = timeout
+        self.name = name
+        self.stats = BreakerStats()
         self._clock = clock
         self._opened_at: float | None = None
+        self._failed_at: float | None = None
         self._probing = False
+        self._max_concurrent = max_concurrent
+        self._slots: asyncio.Semaphore | None = None
+        self._waiting: set[_Waiter] = set()
 
     @property
     def is_open(self) -> bool:
@@ -55,15 +117,104 @@ class CircuitBreaker:
         """Whether a permit taken earlier is still good (another call may have failed since)."""
         return permit is Permit.PROBE or self._opened_at is None
 
-    def success(self) -> None:
+    def failed_within(self, seconds: float) -> bool:
+        """Whether a call failed in the last `seconds` (the dependency may have lost writes)."""
+        return self._failed_at is not None and self._clock() - self._failed_at < seconds
+
+    def success(self, permit: Permit | None = None) -> None:
+        """A call answered. A call let through while closed that answers after the breaker
+        opened does not close it: only the probe's answer does."""
+        if permit is Permit.CLOSED and self._opened_at is not None:
+            return
         self._opened_at = None
         self._probing = False
 
-    def failure(self) -> None:
-        self._opened_at = self._clock()
+    def failure(self, permit: Permit | None = None) -> None:
+        """A call failed: open the breaker (again) for a cooldown, and cut short every other call
+        still waiting on the dependency. A call let through while closed that fails after the
+        breaker opened changes nothing (a probe may be out)."""
+        now = self._clock()
+        self._failed_at = now
+        if permit is Permit.CLOSED and self._opened_at is not None:
+            return
+        self._opened_at = now
         self._probing = False
+        self._abort_waiting()
 
     def abandon(self, permit: Permit) -> None:
         """A call ended without a verdict (it was cancelled): let the next caller probe."""
         if permit is Permit.PROBE:
             self._probing = False
+
+    def _abort_waiting(self) -> None:
+        for waiter in self._waiting:
+            if waiter.aborted:
+                continue
+            waiter.aborted = True
+            try:
+                waiter.scope.reschedule(asyncio.get_running_loop().time())
+            except RuntimeError:  # its own deadline is passing right now, or no loop runs
+                pass
+
+    async def call(self, op: Callable[[], Awaitable[T]],
+                   failures: tuple[type[BaseException], ...]) -> T:
+        """`await op()` through the breaker: `CircuitOpen` when skipped or cut short, the
+        exception of `op` (one of `failures`, or `TimeoutError` past `timeout`) when it failed,
+        which opens the breaker. Any other exception (a bug, a cancellation) is no verdict."""
+        permit = self.allow()
+        if permit is None:
+            self.stats.skipped += 1
+            raise CircuitOpen(f"{self.name}: circuit open")
+        self.stats.calls += 1
+        if permit is Permit.PROBE:
+            self.stats.probes += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        waiter: _Waiter | None = None
+        try:
+            try:
+                async with asyncio.timeout_at(
+                        None if self.timeout is None else started + self.timeout) as scope:
+                    waiter = _Waiter(scope)
+                    self._waiting.add(waiter)
+                    if self._max_concurrent is None:
+                        result = await self._reach(op, permit)
+                    else:
+                        if self._slots is None:
+                            self._slots = asyncio.Semaphore(self._max_concurrent)
+                        async with self._slots:
+                            result = await self._reach(op, permit)
+            finally:
+                if waiter is not None:
+                    self._waiting.discard(waiter)
+                self.stats.longest_wait = max(self.stats.longest_wait, loop.time() - started)
+        except CircuitOpen:  # it opened while this call waited for a slot
+            self.stats.aborted += 1
+            self.abandon(permit)
+            raise
+        except BaseException as exc:
+            if waiter is not None and waiter.aborted and isinstance(exc, Exception):
+                # cut short because another call failed: no verdict of its own
+                self.stats.aborted += 1
+                self.abandon(permit)
+                raise CircuitOpen(f"{self.name}: circuit opened while waiting") from None
+            if isinstance(exc, (TimeoutError, *failures)):  # past `timeout`, or `op` failed
+                self._failed(permit, exc)
+            else:  # a bug or a cancellation: no verdict on the dependency
+                self.abandon(permit)
+            raise
+        self.stats.succeeded += 1
+        self.success(permit)
+        return result
+
+    async def _reach(self, op: Callable[[], Awaitable[T]], permit: Permit) -> T:
+        if not self.still_allowed(permit):
+            raise CircuitOpen(f"{self.name}: circuit opened while waiting")
+        return await op()
+
+    def _failed(self, permit: Permit, exc: BaseException) -> None:
+        self.stats.failed += 1
+        if permit is Permit.PROBE or self._opened_at is None:
+            log.warning("%s failed, skipping it for %.0f s: %s", self.name, self.cooldown,
+                        type(exc).__name__)
+        self.failure(permit)

@@ -7,15 +7,19 @@ by someone who never opens the Python.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 
-from gateway.metrics import observe_query
+from gateway.metrics import DB_UNAVAILABLE, observe_query
 from gateway.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
@@ -64,6 +68,56 @@ def query(name: str) -> str:
         raise KeyError(f"no SQL query named {name!r} in sql/queries/") from None
 
 
+# -- outages ---------------------------------------------------------------------------------
+
+# What PostgreSQL being down or going away looks like through asyncpg: connecting is refused or
+# reset (OSError), the server is starting or shutting down (57P01-57P03), the connection broke
+# mid-statement, the server refuses more connections, or the pool is closing (a shutdown).
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,       # class 08: connection failures
+    asyncpg.CannotConnectNowError,         # 57P03: starting up, in recovery
+    asyncpg.AdminShutdownError,            # 57P01: terminated by an administrator or shutdown
+    asyncpg.CrashShutdownError,            # 57P02: a backend crashed, all were reset
+    asyncpg.TooManyConnectionsError,       # 53300
+    asyncpg.ConnectionDoesNotExistError,   # the connection was closed mid-operation
+)
+RETRY_AFTER_OUTAGE = 5  # seconds a client is told to wait when PostgreSQL is unreachable
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """True when `exc` says PostgreSQL cannot be reached, rather than that a statement failed."""
+    if isinstance(exc, _OUTAGE_ERRORS):
+        return not isinstance(exc, TimeoutError)  # waits that gave up are "busy", see Pool
+    return isinstance(exc, asyncpg.InterfaceError) and "pool is clos" in str(exc)
+
+
+class OutageLog:
+    """Logs a PostgreSQL outage once when it starts and once when it ends, instead of once per
+    refused request (each is still counted in `analytics_db_unavailable_total`)."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.refused = 0
+
+    def failed(self, exc: BaseException) -> None:
+        DB_UNAVAILABLE.inc()
+        self.refused += 1
+        if self.since is None:
+            self.since = time.monotonic()
+            log.error("PostgreSQL unavailable (%s: %s); answering 503 until it returns",
+                      type(exc).__name__, exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            log.warning("PostgreSQL is back after %.1f s; %d request(s) were answered 503",
+                        time.monotonic() - self.since, self.refused)
+            self.since, self.refused = None, 0
+
+
+OUTAGE = OutageLog()
+
+
 class Pool(asyncpg.Pool):
     """asyncpg's pool, except that waiting for a connection is bounded: after
     `DATABASE_POOL_TIMEOUT` it raises TimeoutError (which the client sees as SERVICE_UNAVAILABLE,
@@ -75,7 +129,10 @@ class Pool(asyncpg.Pool):
     acquire_timeout: float | None = None
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
-        return await super()._acquire(timeout if timeout is not None else self.acquire_timeout)
+        conn = await super()._acquire(timeout if timeout is not None else self.acquire_timeout)
+        if OUTAGE.since is not None:  # a connection again: the outage is over
+            OUTAGE.recovered()
+        return conn
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

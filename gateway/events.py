@@ -1,9 +1,10 @@
 """What happens after a user's tasks or profile change, in one place.
 
-Mutations call `tasks_changed` after their transaction commits. The cache layer bumps the user's
-cache version here (so the next read misses), and the worker layer enqueues the repair of the
-rollup days that the change marked stale. Each step is best effort: a Redis outage must not fail
-a mutation that PostgreSQL has already committed.
+Mutations call `tasks_changed` after their transaction commits. The cache needs nothing here:
+the transaction itself raised the user's `data_version` (a trigger), which keys every cached
+figure and response (docs/cache.md). What follows is the replica's read-your-writes record and
+the worker layer's repair of the rollup days that the change marked stale. Each step is best
+effort: a Redis outage must not fail a mutation that PostgreSQL has already committed.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import date
 
-from gateway.cache import cache_of
+from gateway.redis import breaker_for
 from gateway.replica import record_write
 from gateway.resources import Resources
 
@@ -28,11 +29,13 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
     local day): a rebuild of their history is queued, or the nightly run would only redo yesterday.
     """
     # With a read replica, this user's reads go to the primary until the replica has replayed
-    # this change; recorded before the cache bump, so the recomputed figures include it.
+    # this change, so that figures recomputed under the new data version include it.
     await record_write(resources, [user_id])
-    # The cached figures of this user miss from now on (deferred, never raised, if Redis is down).
-    await cache_of(resources).bump([user_id])
-    if any(True for _ in stale_days):
+    # While the cache path's breaker is open (Redis down or hung), a repair is not even tried:
+    # it would cost the mutation up to a second, and the nightly run repairs what is left
+    # (stale days are computed live meanwhile, so no answer is wrong).
+    redis_down = breaker_for(resources.cache_redis, resources.settings).is_open
+    if any(True for _ in stale_days) and not redis_down:
         # One repair job per user (deterministic id); never raises, Redis down only costs speed.
         from workers.jobs import enqueue_repair
 

@@ -27,8 +27,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.auth import bearer_token, decode_access_token
+from gateway.context import Account, account_of, verified_caller
 from gateway.db import query
-from gateway.errors import Unauthenticated
+from gateway.errors import BadUserInput, Unauthenticated
+from gateway.graphql_errors import replacement_for
+from gateway.input_checks import error_body, unstorable
 from gateway.resources import Resources
 from resolvers.tasks import like_pattern
 
@@ -45,7 +48,12 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class BadFilter(ValueError):
-    """A query parameter the export cannot use; the message is shown to the client."""
+    """A query parameter the export cannot use; the message is shown to the client, `field`
+    names the parameter."""
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def parse_filters(params: QueryParams) -> tuple[str | None, str | None, date | None,
@@ -53,12 +61,13 @@ def parse_filters(params: QueryParams) -> tuple[str | None, str | None, date | N
     """The SQL filter parameters ($2..$6 of export_tasks) from the query string."""
     unknown = sorted(set(params.keys()) - set(PARAMETERS))
     if unknown:
-        raise BadFilter(f"unknown parameter {unknown[0]!r}; use {', '.join(PARAMETERS)}")
+        raise BadFilter(f"unknown parameter {unknown[0]!r}; use {', '.join(PARAMETERS)}",
+                        unknown[0])
     values: dict[str, str] = {}
     for name in PARAMETERS:
         given = params.getlist(name)
         if len(given) > 1:
-            raise BadFilter(f"{name} given more than once")
+            raise BadFilter(f"{name} given more than once", name)
         if given and given[0].strip():
             values[name] = given[0].strip()
 
@@ -68,7 +77,7 @@ def parse_filters(params: QueryParams) -> tuple[str | None, str | None, date | N
         value = values[name].lower()
         if value not in allowed:
             raise BadFilter(f"{name} must be one of {', '.join(allowed)}, "
-                            f"got {values[name]!r}")
+                            f"got {values[name]!r}", name)
         return value
 
     def day(name: str) -> date | None:
@@ -80,12 +89,15 @@ def parse_filters(params: QueryParams) -> tuple[str | None, str | None, date | N
             return date.fromisoformat(values[name])
         except ValueError:
             raise BadFilter(f"{name} must be a date YYYY-MM-DD, "
-                            f"got {values[name]!r}") from None
+                            f"got {values[name]!r}", name) from None
 
     due_from, due_to = day("due_from"), day("due_to")
     if due_from and due_to and due_from > due_to:
-        raise BadFilter("due_from must not be after due_to")
+        raise BadFilter("due_from must not be after due_to", "due_from")
     search = values.get("search")
+    if search and unstorable(search):  # PostgreSQL's text cannot hold a NUL
+        raise BadFilter("search must not contain a NUL character or an unpaired surrogate",
+                        "search")
     return (choice("status", STATUSES), choice("priority", PRIORITIES), due_from, due_to,
             like_pattern(search) if search else None)
 
@@ -177,8 +189,20 @@ class _CopyStream:
 
 
 def _unauthorized(message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=401,
+    return JSONResponse(error_body(message, Unauthenticated.code), status_code=401,
                         headers={"WWW-Authenticate": 'Bearer realm="analytics-gateway"'})
+
+
+async def _account(request: Request, resources: Resources, user_id: uuid.UUID) -> Account | None:
+    """The caller's account row; a database that cannot be reached is a 503 (see gateway/app.py's
+    handler of `GatewayError`), never a 500."""
+    try:
+        return await account_of(request.scope, resources, user_id)
+    except Exception as exc:
+        unavailable = replacement_for(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from None
 
 
 async def export_tasks(request: Request) -> Response:
@@ -190,12 +214,15 @@ async def export_tasks(request: Request) -> Response:
         if token is None:
             raise Unauthenticated("Authorization: Bearer <access token> required")
         caller = decode_access_token(settings, token)
+        # The account must still exist now, not only when the token was issued.
+        caller = verified_caller(caller, await _account(request, resources, caller.id))
     except Unauthenticated as exc:
         return _unauthorized(exc.message)
     try:
         filters = parse_filters(request.query_params)
     except BadFilter as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(error_body(str(exc), BadUserInput.code, field=exc.field),
+                            status_code=400)
     limit = settings.max_export_rows
     stream = _CopyStream(resources.pool, (uuid.UUID(str(caller.id)), *filters), limit)
     try:

@@ -27,6 +27,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.execution import ExecutionResult
 
 from gateway import metrics, sentry
+from gateway.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
 from gateway.errors import GatewayError, QueryTooComplex, ServiceUnavailable
 from gateway.limits import is_token_limit_error
 from gateway.logs import current_request
@@ -37,8 +38,20 @@ INTERNAL_MESSAGE = "Internal server error"
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 
-def _replacement(original: BaseException) -> GatewayError | None:
-    """Unexpected exceptions that still have a meaning a client can act on."""
+def database_unavailable() -> ServiceUnavailable:
+    """What a client sees while PostgreSQL cannot be reached: 503, retry later. A mutation that
+    gets it may or may not have been applied only if the connection broke during its commit;
+    clients retry it like any other (docs/operations.md)."""
+    return ServiceUnavailable("The database is unavailable; retry shortly",
+                              retryAfter=RETRY_AFTER_OUTAGE, retryable=True)
+
+
+def replacement_for(original: BaseException) -> GatewayError | None:
+    """Unexpected exceptions that still have a meaning a client can act on: a database outage,
+    a wait that gave up, a cancelled statement, a document nesting too deeply."""
+    if is_database_outage(original):
+        OUTAGE.failed(original)  # logged once per outage, not once per request
+        return database_unavailable()
     if isinstance(original, RecursionError):
         return QueryTooComplex("Query nests too deeply")
     if isinstance(original, TimeoutError):
@@ -80,7 +93,10 @@ def _shape(error: GraphQLError, production: bool, operation: str | None) -> Grap
             code = "GRAPHQL_VALIDATION_FAILED"
         error.extensions = {**(error.extensions or {}), "code": code}
     else:
-        replacement = _replacement(original)
+        replacement = replacement_for(original)
+        if replacement is not None and is_database_outage(original):
+            return GraphQLError(replacement.message, error.nodes, path=error.path,
+                                extensions=replacement.extensions)
         if replacement is not None:
             log.warning("%s in %s at %s: %s", type(original).__name__, operation or "operation",
                         _path(error), replacement.message)

@@ -33,6 +33,7 @@ from graphql import (
     ASTValidationRule,
     DocumentNode,
     FieldNode,
+    FloatValueNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
@@ -357,7 +358,8 @@ class CostEstimator:
             first = self._argument(node, field, "first")
             if first is None:
                 first = self.limits.max_page_size
-            if not isinstance(first, int) or not 1 <= first <= self.limits.max_page_size:
+            first = _whole_number(first, "first")
+            if not 1 <= first <= self.limits.max_page_size:
                 raise BadUserInput(f"first must be between 1 and {self.limits.max_page_size}",
                                    field="first")
             multiplier *= first
@@ -388,6 +390,8 @@ class CostEstimator:
                 break
             if isinstance(value, IntValueNode):
                 return int(value.value)
+            if isinstance(value, FloatValueNode):
+                return float(value.value)
             if isinstance(value, (StringValueNode, EnumValueNode)):
                 return value.value
             return None
@@ -395,6 +399,26 @@ class CostEstimator:
         if isinstance(default, Enum):
             return default.name
         return default if isinstance(default, (int, str)) else None
+
+
+def _whole_number(value: Any, name: str) -> int:
+    """An argument that must be an Int, as graphql-core would coerce it (5.0 is 5); anything else
+    is BAD_USER_INPUT saying what it is, before the range is checked."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        given = f"{value:g}"
+    elif isinstance(value, bool):
+        given = "a boolean"
+    elif isinstance(value, str):
+        given = "a string"
+    elif isinstance(value, dict):
+        given = "an object"
+    else:
+        given = "a list" if isinstance(value, list) else "no number"
+    raise BadUserInput(f"{name} must be an integer (Int), got {given}", field=name)
 
 
 def _as_date(value: Any) -> date | None:

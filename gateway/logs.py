@@ -203,5 +203,20 @@ def configure_logging(settings: Settings) -> None:
 
 def quiet_library_loggers() -> None:
     """Strawberry logs every GraphQL error, expected ones included, with the traceback of the
-    unexpected ones but without our request id; `gateway.graphql_errors` logs those instead."""
+    unexpected ones but without our request id; `gateway.graphql_errors` logs those instead.
+    asyncpg's pool logs a traceback each time it fails to reopen its minimum connections during a
+    PostgreSQL outage; `gateway.db.OUTAGE` reports the outage once instead."""
     logging.getLogger("strawberry.execution").disabled = True
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _OutageNoise) for f in pool_log.filters):
+        pool_log.addFilter(_OutageNoise())
+
+
+class _OutageNoise(logging.Filter):
+    """Drops asyncpg's per-retry warnings whose exception is a database outage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from gateway.db import is_database_outage
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or not is_database_outage(exc)

@@ -52,6 +52,8 @@ GRAPHQL_OPERATIONS = Counter("analytics_graphql_operations_total",
 GRAPHQL_DURATION = Histogram("analytics_graphql_operation_duration_seconds",
                              "GraphQL operation duration in seconds", ["operation", "type"],
                              buckets=LATENCY_BUCKETS)
+DB_UNAVAILABLE = Counter("analytics_db_unavailable_total",
+                         "Requests answered 503 because PostgreSQL could not be reached")
 REJECTED = Counter("analytics_requests_rejected_total",
                    "Requests refused before execution, by reason (rate_limited, too_large, "
                    "query_too_complex, ...)", ["reason"])

@@ -11,7 +11,8 @@ Outermost first, as `gateway.app` stacks them:
   `GZipMiddleware` (`ENABLE_RESPONSE_COMPRESSION`, bodies over 1,000 bytes);
 - `RateLimitMiddleware`: `RATE_LIMIT_PER_MINUTE` per user or client IP, 429 with `Retry-After`;
 - `GraphQLBodyGate`: for `POST /graphql`, `application/json` only (415), at most
-  `MAX_BODY_BYTES` (413, before anything is parsed) and no batches (a JSON array, 400).
+  `MAX_BODY_BYTES` (413, before anything is parsed), UTF-8 JSON no deeper than 64 levels and
+  no batches (a JSON array) (400).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import orjson
 
 from gateway import sentry
 from gateway.auth import bearer_token, decode_access_token
+from gateway.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
 from gateway.errors import Unauthenticated
+from gateway.input_checks import RequestRefused, load_json
 from gateway.logs import RequestInfo, current_request, new_request_id
 from gateway.metrics import REJECTED, RequestMetrics
 from gateway.ratelimit import RateLimiter, TrustedProxies, client_ip
@@ -128,6 +131,15 @@ class EdgeMiddleware:
                                      "shortly", "SERVICE_UNAVAILABLE", [(b"retry-after", b"2")],
                                      retryAfter=2)
         except Exception as exc:
+            if is_database_outage(exc):  # a route outside GraphQL met a PostgreSQL outage
+                OUTAGE.failed(exc)
+                if not response_started:
+                    retry = str(RETRY_AFTER_OUTAGE)
+                    await send_error(send_with_headers, 503, "The database is unavailable; "
+                                     "retry shortly", "SERVICE_UNAVAILABLE",
+                                     [(b"retry-after", retry.encode())],
+                                     retryAfter=RETRY_AFTER_OUTAGE, retryable=True)
+                return
             log.error("unhandled error in %s %s", scope["method"], scope["path"], exc_info=True)
             sentry.capture(exc, info.request_id)
             if not response_started:
@@ -193,7 +205,9 @@ class RateLimitMiddleware:
 class GraphQLBodyGate:
     """Checks a `POST /graphql` before Strawberry reads it: JSON only, no bigger than
     `max_bytes` (refused on `Content-Length` without reading, or as soon as a chunked body
-    passes the limit), and one operation per request (batches would multiply every limit)."""
+    passes the limit), valid UTF-8 and JSON nesting at most `MAX_JSON_DEPTH` levels (see
+    gateway/input_checks.py), a JSON object, and one operation per request (batches would
+    multiply every limit)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, path: str = "/graphql") -> None:
         self.app = app
@@ -229,10 +243,21 @@ class GraphQLBodyGate:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body.lstrip()[:1] == b"[":
+        try:
+            request = load_json(body)
+        except RequestRefused as exc:
+            REJECTED.labels("bad_json").inc()
+            await send_error(send, exc.status_code, exc.reason, exc.code)
+            return
+        if isinstance(request, list):
             REJECTED.labels("batch").inc()
             await send_error(send, 400, "Batched operations are not accepted; send one "
                              "operation per request", "BAD_USER_INPUT")
+            return
+        if not isinstance(request, dict):
+            REJECTED.labels("bad_json").inc()
+            await send_error(send, 400, 'The request body must be a JSON object: {"query": '
+                             '..., "variables": {...}, "operationName": ...}', "BAD_USER_INPUT")
             return
         await self.app(scope, replaying(body, receive), send)
 

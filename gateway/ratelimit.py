@@ -9,9 +9,12 @@ when it is allowed, so a client that keeps retrying while limited does not push 
 Who is a client: the user of a valid access token, else the client IP, where `X-Forwarded-For`
 is believed only from a peer listed in `TRUSTED_PROXIES` (else anyone could pick their own IP).
 
-When Redis does not answer, reads fail open (the cache path's client, 200 ms timeouts, so an
-outage costs little) and login fails closed: an attacker must not get unlimited password guesses
-by knocking Redis over.
+When Redis does not answer, reads fail open and login fails closed: an attacker must not get
+unlimited password guesses by knocking Redis over. Both go through the circuit breaker of the
+cache-path client (`gateway.redis.breaker_for`, shared with the caches): a call gets
+`REDIS_CACHE_TIMEOUT` in all, and after one failure Redis is skipped for `CACHE_CIRCUIT_SECONDS`
+(requests let through, logins refused at once) until one probe finds it back. So an outage, or a
+hung Redis, costs the requests in flight one timeout, not every request one timeout each.
 """
 
 from __future__ import annotations
@@ -23,17 +26,21 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from gateway.circuit import CircuitOpen
 from gateway.errors import RateLimited, ServiceUnavailable
+from gateway.redis import breaker_for
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 _WARN_EVERY = 10.0  # seconds between two "Redis down" warnings, not one per request
 
 # KEYS: current window's counter, previous window's; ARGV: limit, window ms, ms into the window.
@@ -131,7 +138,11 @@ def client_ip(scope: Mapping[str, Any], trusted: TrustedProxies) -> str:
 
 
 class RateLimiter:
-    """The service's limits, built by the lifespan from the settings and the Redis clients."""
+    """The service's limits, built by the lifespan from the settings and the Redis clients.
+
+    Every call goes through `breaker`, the circuit breaker of `fail_open_redis` (the cache-path
+    client): the same Redis server behind both clients, so one failure spares every later call of
+    the request path, whichever client it would use."""
 
     def __init__(self, settings: Settings, redis: Redis, fail_open_redis: Redis) -> None:
         self.settings = settings
@@ -139,14 +150,17 @@ class RateLimiter:
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.requests = SlidingWindow(fail_open_redis, "rl")
         self.logins = SlidingWindow(redis, "rl:login")
+        self.breaker = breaker_for(fail_open_redis, settings)
         self._warned_at = float("-inf")
 
     async def check_request(self, identity: str) -> Decision:
         """The general limit (`RATE_LIMIT_PER_MINUTE`) for `user:<id>` or `ip:<address>`;
-        allowed when Redis does not answer."""
+        allowed when Redis does not answer (or is being skipped by the breaker)."""
+        limit = self.settings.rate_limit_per_minute
         try:
-            return await self.requests.hit(identity, self.settings.rate_limit_per_minute)
-        except (RedisError, OSError, TimeoutError) as exc:
+            return await self.breaker.call(partial(self.requests.hit, identity, limit),
+                                           REDIS_FAILURES)
+        except (CircuitOpen, *REDIS_FAILURES) as exc:
             self._warn(exc)
             return Decision(True)
 
@@ -161,11 +175,12 @@ class RateLimiter:
             checks.append((f"ip:{ip}", self.settings.login_ip_rate_limit_per_minute))
         try:
             for key, limit in checks:
-                decision = await self.logins.hit(key, limit)
+                decision = await self.breaker.call(partial(self.logins.hit, key, limit),
+                                                   REDIS_FAILURES)
                 if not decision.allowed:
                     raise RateLimited("Too many login attempts; try again later",
                                       retryAfter=decision.retry_after)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (CircuitOpen, *REDIS_FAILURES) as exc:
             self._warn(exc)
             raise ServiceUnavailable("Login is unavailable for a moment; try again shortly",
                                      retryAfter=5) from None

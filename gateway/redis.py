@@ -4,6 +4,13 @@ redis-py's defaults would let a dead Redis hang a request for a minute. The cach
 to fail: it uses `REDIS_CACHE_TIMEOUT` (200 ms) and never retries, and the cache layer treats any
 Redis error as a miss. Rate limits and job enqueueing use the ordinary socket timeouts.
 
+Everything a request asks of Redis (the field and response caches, the rate limits) also goes
+through the process's one circuit breaker of the cache-path client, `breaker_for(cache_redis)`:
+each call gets `REDIS_CACHE_TIMEOUT` in all (pool, connect, command), the first failure opens the
+breaker for `CACHE_CIRCUIT_SECONDS` and cuts short the calls still waiting, and then one probe per
+cooldown tries again. So a hung Redis costs a request at most about one timeout, and only the
+requests in flight when it hung, or probing, pay it.
+
 At scale the same clients run on Redis Cluster (`REDIS_CLUSTER_NODES`) or on a Sentinel-managed
 master (`REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`). Every key of a user carries the `{<user_id>}`
 hash tag, so a user's keys share a slot; commands over several users use `mget_nonatomic` and
@@ -13,6 +20,7 @@ support: it keeps `REDIS_URL`, or the Sentinels (see `gateway.resources.arq_redi
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, cast
 
 from redis.asyncio import Redis, RedisCluster
@@ -21,7 +29,10 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from gateway.circuit import CircuitBreaker
 from gateway.settings import Settings
+
+_BREAKERS: weakref.WeakKeyDictionary[Any, CircuitBreaker] = weakref.WeakKeyDictionary()
 
 
 def create_redis(settings: Settings, *, cache_path: bool = False, url: str | None = None) -> Redis:
@@ -71,6 +82,20 @@ def create_redis(settings: Settings, *, cache_path: bool = False, url: str | Non
         health_check_interval=0,
         decode_responses=False,
     )
+
+
+def breaker_for(client: Any, settings: Settings) -> CircuitBreaker:
+    """The circuit breaker of a Redis client, shared by everything in this process that uses it
+    on the request path (the caches and the rate limiter), so that one failure spares them all:
+    calls of `REDIS_CACHE_TIMEOUT` in all, skipped for `CACHE_CIRCUIT_SECONDS` after a failure,
+    at most `REDIS_MAX_CONNECTIONS` in flight (the client's pool raises rather than waits)."""
+    breaker = _BREAKERS.get(client)
+    if breaker is None:
+        breaker = CircuitBreaker(settings.cache_circuit_seconds,
+                                 timeout=settings.redis_cache_timeout,
+                                 max_concurrent=settings.redis_max_connections, name="Redis")
+        _BREAKERS[client] = breaker
+    return breaker
 
 
 def parse_nodes(nodes: tuple[str, ...]) -> list[tuple[str, int]]:

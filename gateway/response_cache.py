@@ -7,16 +7,19 @@ asks the same question again and again, so the response itself is cached too:
 - Only queries whose root fields are all in `CACHEABLE_ROOTS` (the caller's own `overview`,
   `trends`, `productivity`, without `userId`), from a signed-in caller, over POST. Everything else,
   mutations, admin queries and `me` included, goes through GraphQL as usual.
-- Key: `gql:{<user_id>}:v<version>:<sha256 of query, variables, operation name>`. The version is
-  the field cache's per-user version, so every change that invalidates the user's fields
-  (tasks, timezone, daily goal, rollup repair) invalidates the cached responses too, and the
+- Key: `gql:{<user_id>}:f<FORMAT>:v<version>:<sha256 of query, variables, operation name>`. The
+  version is the user's `users.data_version`, read from PostgreSQL with the caller's account row
+  (`gateway.context.account_of`, which also refuses a deleted account before any hit), so every
+  change that invalidates the user's fields (tasks, timezone, daily goal, rollup repair)
+  invalidates the cached responses too, whatever Redis lost or restored meanwhile; the
   `{user_id}` hash tag keeps the keys in the user's cluster slot.
 - TTL: the shortest TTL of the fields asked for, and never past the user's next local midnight
   (default ranges end "today"), so a hit is what GraphQL would answer, within the field TTLs.
 - Only answers without errors are stored, without `extensions`; a hit says so in
   `extensions.cache.response` when the cache report is wanted (outside production, or with
   `X-Cache-Debug: 1`).
-- Redis trouble is a miss (the field cache's circuit breaker is shared), never an error.
+- Redis trouble is a miss (the field cache's circuit breaker is shared), never an error; so is a
+  database that cannot be read (GraphQL then answers 503 for it).
 """
 
 from __future__ import annotations
@@ -34,8 +37,15 @@ from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationT
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Caller
-from gateway.cache import CACHE_HITS, CACHE_MISSES, DEBUG_HEADER, CacheUnavailable, cache_of
-from gateway.db import query
+from gateway.cache import (
+    CACHE_HITS,
+    CACHE_MISSES,
+    DEBUG_HEADER,
+    KEY_FORMAT,
+    CacheUnavailable,
+    cache_of,
+)
+from gateway.context import Account, account_of
 from gateway.middleware import identify, replaying
 from gateway.ratelimit import TrustedProxies
 from gateway.resources import Resources
@@ -132,8 +142,14 @@ class ResponseCache:
                                              option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         cache = cache_of(resources)
         try:
-            version = (await cache.versions([caller.id]))[caller.id]
-            key = f"gql:{{{caller.id}}}:v{version}:{digest}"
+            account = await account_of(scope, resources, caller.id)
+        except Exception:  # kept in the request state: GraphQL answers for it (503 or 500)
+            account = None
+        if account is None:
+            await self.app(scope, replay, send)
+            return
+        key = f"gql:{{{caller.id}}}:f{KEY_FORMAT}:v{account['data_version']}:{digest}"
+        try:
             cached = (await cache.mget([key]))[0]
         except CacheUnavailable:
             await self.app(scope, replay, send)
@@ -145,7 +161,7 @@ class ResponseCache:
         CACHE_MISSES.labels(field=FIELD).inc()
         captured = await _run_capturing(self.app, scope, replay, send)
         if captured is not None:
-            await self._store(resources, caller, key, roots, captured)
+            await self._store(resources, account, key, roots, captured)
 
     async def _answer(self, scope: Scope, send: Send, cached: bytes) -> None:
         written, _, body = cached.partition(b"\n")
@@ -159,7 +175,7 @@ class ResponseCache:
             (b"x-response-cache", b"hit")]})
         await send({"type": "http.response.body", "body": body})
 
-    async def _store(self, resources: Resources, caller: Caller, key: str,
+    async def _store(self, resources: Resources, account: Account, key: str,
                      roots: frozenset[str], body: bytes) -> None:
         try:
             answer = orjson.loads(body)
@@ -172,11 +188,7 @@ class ResponseCache:
         ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
                 "productivity": settings.cache_ttl_productivity}
         ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
-        timezone = await resources.pool.fetchval(query("user_timezone"),
-                                                 caller.id)
-        if timezone is None:
-            return
-        now = datetime.now(zoneinfo.ZoneInfo(timezone))
+        now = datetime.now(zoneinfo.ZoneInfo(account["timezone"]))
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
                                     now.tzinfo)
         ttl = max(1, min(ttl, int((midnight - now).total_seconds())))

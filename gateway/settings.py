@@ -183,10 +183,10 @@ class Settings:
     redis_max_connections: int = setting("50", _positive(_int))
     redis_socket_timeout: float = setting("5", _positive(_float))
     redis_socket_connect_timeout: float = setting("5", _positive(_float))
-    redis_cache_timeout: float = setting("0.2", _positive(_float),
-                                         "socket timeout of the cache path, seconds")
-    cache_circuit_seconds: float = setting("5", _positive(_float),
-                                           "seconds the cache skips Redis after it failed")
+    redis_cache_timeout: float = setting(
+        "0.2", _positive(_float), "whole-call timeout of Redis on the request path, seconds")
+    cache_circuit_seconds: float = setting(
+        "5", _positive(_float), "seconds the cache and rate limits skip Redis after it failed")
     redis_cluster_nodes: tuple[str, ...] = setting(
         "", _host_ports, "host:port,... of a Redis Cluster for the cache and rate limits")
     redis_sentinels: tuple[str, ...] = setting("", _host_ports,

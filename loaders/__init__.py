@@ -8,7 +8,7 @@ answers them with one SQL statement.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from loaders import analytics
 
@@ -27,17 +27,25 @@ class Loaders:
     def user(self) -> analytics.UserLoader:
         return analytics.UserLoader(self.resources.pool)
 
+    async def data_versions(self, user_ids: list[Any]) -> dict[Any, int]:
+        """The users' `data_version`s, which key their cached figures: from the user loader, so
+        from rows this request has already read (resolvers load the user before its figures)."""
+        users = await self.user.load_many(user_ids)
+        # A user deleted meanwhile has no figures to cache; -1 never matches a stored version.
+        return {uid: int(u["data_version"]) if u is not None else -1
+                for uid, u in zip(user_ids, users, strict=True)}
+
     @cached_property
     def overview(self) -> analytics.OverviewLoader:
         return analytics.OverviewLoader(self.resources.pool).cached(
-            self.resources, self.context)
+            self.resources, self.data_versions, self.context)
 
     @cached_property
     def daily_series(self) -> analytics.DailySeriesLoader:
         return analytics.DailySeriesLoader(self.resources.pool).cached(
-            self.resources, self.context)
+            self.resources, self.data_versions, self.context)
 
     @cached_property
     def productivity(self) -> analytics.ProductivityLoader:
         return analytics.ProductivityLoader(self.resources.pool).cached(
-            self.resources, self.context)
+            self.resources, self.data_versions, self.context)

@@ -12,7 +12,7 @@ thing whenever it is computed:
 | `OverviewLoader` | overview | `(user_id, today)` | overview figures, None for a missing user |
 | `DailySeriesLoader` | trends | `(user_id, from, to)` | the sparse per-day counts of the range |
 | `ProductivityLoader` | productivity | `(user_id, from, to)` | streaks, lead/cycle times, peaks |
-| `UserLoader` | (never cached) | `user_id` | the user row with its local today |
+| `UserLoader` | (never cached) | `user_id` | the user row with its local today and data version |
 
 `DailySeriesLoader` serves trends of every period and the day-based productivity figures: a
 dashboard's 30-day DAY trend and default productivity share one key.
@@ -103,7 +103,8 @@ class UserLoader(AnalyticsLoader[uuid.UUID, dict[str, Any] | None]):
 def user_value(row: asyncpg.Record) -> dict[str, Any]:
     return {"id": str(row["id"]), "email": row["email"], "display_name": row["display_name"],
             "timezone": row["timezone"], "daily_goal": row["daily_goal"], "role": row["role"],
-            "created_at": row["created_at"].isoformat(), "today": row["today"].isoformat()}
+            "created_at": row["created_at"].isoformat(), "today": row["today"].isoformat(),
+            "data_version": row["data_version"]}
 
 
 class OverviewLoader(AnalyticsLoader[tuple[uuid.UUID, str], dict[str, Any] | None]):

@@ -2,10 +2,11 @@
 
 A subclass names its `field` ("overview", "trends", "productivity") and implements
 `compute(keys)`: one SQL statement for all the keys it is given, values as JSON-compatible dicts.
-Once `cached(resources, context)` has been called on a loader (the per-request registry does it),
-its batch function looks every key up with one `MGET` (after one `MGET` of the users' cache
-versions), calls `compute` with the misses only, and writes them back with one pipelined
-`SET ... EX`; see `gateway/cache.py`. A loader never switched on, such as the user loader whose
+Once `cached(resources, versions, context)` has been called on a loader (the per-request registry
+does it), its batch function gets the users' data versions from `versions` (the request's user
+loader, which already holds the rows: no extra statement), looks every key up with one `MGET`,
+calls `compute` with the misses only, and writes them back with one pipelined `SET ... EX`; see
+`gateway/cache.py`. A loader never switched on, such as the user loader whose
 "today" moves, calls `compute` directly.
 
 `warm_users` fills the cache with the figures a dashboard asks for, under the very keys the
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
 WARM_BATCH = 200  # users per warming round: one statement per figure for this many users
+VersionsOf = Callable[[list[Any]], Awaitable[dict[Any, int]]]
+"""Users' `data_version`s by id, read from PostgreSQL for this request (see gateway/cache.py)."""
 
 
 class CachedLoader(DataLoader[K, V], Generic[K, V]):
@@ -43,23 +46,27 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
     _notes: dict[str, Any] | None = None
     _force = False
     _resources: Resources | None = None  # set by `cached`: its replica router picks the pool
+    _versions: VersionsOf | None = None
 
-    def cached(self, resources: Resources, context: Context | None = None,
-               *, force: bool = False) -> Self:
-        """Route this loader through the process's cache; hits and ages are noted on the
-        request's `context.notes` (for `extensions.cache`). `force` recomputes every key and
-        overwrites it (cache warming)."""
+    def cached(self, resources: Resources, versions: VersionsOf,
+               context: Context | None = None, *, force: bool = False) -> Self:
+        """Route this loader through the process's cache, keyed by the data versions that
+        `versions` gives; hits and ages are noted on the request's `context.notes` (for
+        `extensions.cache`). `force` recomputes every key and overwrites it (cache warming)."""
         self._query_cache = cache_of(resources)
         self._resources = resources
+        self._versions = versions
         self._notes = context.notes if context is not None else None
         self._force = force
         return self
 
     async def batch_load_fn(self, keys: list[K]) -> list[V]:
-        if self._query_cache is None:
+        if self._query_cache is None or self._versions is None:
             return list(await self.compute(keys))
-        return await self._query_cache.load(self.field, keys, self.compute,  # type: ignore[arg-type]
-                                      self._notes, force=self._force)
+        versions = await self._versions(list(dict.fromkeys(k[0] for k in keys)))  # type: ignore[index]
+        return await self._query_cache.load(self.field, keys, versions,  # type: ignore[arg-type]
+                                            self.compute,  # type: ignore[arg-type]
+                                            self._notes, force=self._force)
 
     async def compute(self, keys: Sequence[K]) -> Sequence[V]:
         """The values of `keys`, in order, computed from PostgreSQL in one statement."""
@@ -83,11 +90,16 @@ async def warm_users(resources: Resources, user_ids: Iterable[uuid.UUID]) -> int
                  if u is not None]
         if not users:
             continue
+        known = {uuid.UUID(u["id"]): int(u["data_version"]) for u in users}
+
+        async def versions(ids: list[Any], known: dict[Any, int] = known) -> dict[Any, int]:
+            return {i: known[i] for i in ids}
+
         overview = analytics.OverviewLoader(resources.pool)
         series = analytics.DailySeriesLoader(resources.pool)
         extras = analytics.ProductivityLoader(resources.pool)
         for loader in (overview, series, extras):
-            loader.cached(resources, force=True)
+            loader.cached(resources, versions, force=True)
         overview_keys = [(uuid.UUID(u["id"]), u["today"]) for u in users]
         range_keys = [(uuid.UUID(u["id"]), *default_range(u["today"])) for u in users]
         await overview.load_many(overview_keys)

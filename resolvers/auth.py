@@ -91,6 +91,7 @@ async def _start_session(resources: Resources, conn: asyncpg.Connection,
 
 
 async def register(info: Info, data: RegisterInput) -> Session:
+    info.context.no_store()  # the answer carries tokens: no cache or proxy may keep it
     email = check_email(data.email)
     check_password_rules(data.password)
     display_name = check_display_name(data.display_name)
@@ -108,6 +109,7 @@ async def register(info: Info, data: RegisterInput) -> Session:
 
 
 async def login(info: Info, email: str, password: str) -> Session:
+    info.context.no_store()
     resources = info.context.resources
     # Per account and per IP, before the password is checked (gateway/ratelimit.py).
     await check_login_rate(resources, email, login_ip(info.context.request))
@@ -121,6 +123,7 @@ async def login(info: Info, email: str, password: str) -> Session:
 
 async def refresh(info: Info, token: str) -> Session:
     """Rotate a refresh token: a new access token and the family's next refresh token."""
+    info.context.no_store()
     resources = info.context.resources
     settings = resources.settings
     user, new_refresh = await rotate_refresh_token(resources.pool, settings, token)

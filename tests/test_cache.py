@@ -20,12 +20,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from gateway.cache import (
+    KEY_FORMAT,
     CacheExtension,
-    bump_version,
-    bump_versions,
     cache_key,
     cache_of,
-    version_key,
 )
 from gateway.context import Context
 from gateway.resources import Resources
@@ -68,17 +66,33 @@ class TaskCountLoader(CachedLoader[Key, Any]):
                left join tasks t on t.user_id = k.user_id and t.status = k.status
                                 and not t.deleted
                group by k.i order by k.i""",
-            [k[0] for k in keys], [k[1] for k in keys])
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+        )
         return [{"count": row["n"], "user": str(keys[row["i"] - 1][0])} for row in rows]
 
 
-async def load(resources: Resources, counter: Counter, *keys: Key,
-               notes: dict[str, Any] | None = None) -> list[Any]:
+def pg_versions(resources: Resources) -> Any:
+    """The users' `data_version`s as a request reads them: from PostgreSQL, one statement."""
+
+    async def versions(user_ids: list[Any]) -> dict[Any, int]:
+        rows = await resources.pool.fetch(
+            "select id, data_version from users where id = any($1::uuid[])", user_ids
+        )
+        found = {row["id"]: row["data_version"] for row in rows}
+        return {u: found.get(u, -1) for u in user_ids}
+
+    return versions
+
+
+async def load(
+    resources: Resources, counter: Counter, *keys: Key, notes: dict[str, Any] | None = None
+) -> list[Any]:
     """One request: a fresh loader (as the context builds per request) loading `keys`."""
     context = Context(request=None, resources=resources)
     if notes is not None:
         context.notes = notes
-    loader = TaskCountLoader(resources, counter).cached(resources, context)
+    loader = TaskCountLoader(resources, counter).cached(resources, pg_versions(resources), context)
     return list(await loader.load_many(keys))
 
 
@@ -87,8 +101,9 @@ def metric(name: str, field: str = "overview") -> float:
 
 
 @pytest.fixture
-async def resources(settings: Settings, pool: asyncpg.Pool, redis: Redis
-                    ) -> AsyncIterator[Resources]:
+async def resources(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> AsyncIterator[Resources]:
     opened = await Resources.open(settings)
     try:
         yield opened
@@ -115,8 +130,7 @@ def test_a_key_names_user_version_field_and_arguments() -> None:
     from datetime import date
 
     key = cache_key("trends", (user, date(2026, 1, 1), date(2026, 1, 30)), 7)
-    assert key == f"analytics:{{{user}}}:v7:trends:2026-01-01:2026-01-30"
-    assert version_key(user) == f"analytics:{{{user}}}:version"
+    assert key == f"analytics:{{{user}}}:f{KEY_FORMAT}:v7:trends:2026-01-01:2026-01-30"
     # arguments cannot run into each other: a ':' inside one is escaped
     assert cache_key("f", (user, "a:b"), 0) != cache_key("f", (user, "a", "b"), 0)
     assert cache_key("f", (user, None), 0).endswith(":f:-")
@@ -126,7 +140,8 @@ def test_a_key_names_user_version_field_and_arguments() -> None:
 
 
 async def test_a_miss_is_computed_once_then_served_from_redis(
-        resources: Resources, users: UserFactory, redis: Redis) -> None:
+    resources: Resources, users: UserFactory, redis: Redis
+) -> None:
     user = await users.create()
     await done_tasks(users, user, 2)
     counter = Counter()
@@ -134,10 +149,12 @@ async def test_a_miss_is_computed_once_then_served_from_redis(
 
     first_notes: dict[str, Any] = {}
     assert await load(resources, counter, (user.id, "done"), notes=first_notes) == [
-        {"count": 2, "user": str(user.id)}]
+        {"count": 2, "user": str(user.id)}
+    ]
     second_notes: dict[str, Any] = {}
     assert await load(resources, counter, (user.id, "done"), notes=second_notes) == [
-        {"count": 2, "user": str(user.id)}]
+        {"count": 2, "user": str(user.id)}
+    ]
 
     assert len(counter.calls) == 1
     assert metric("analytics_cache_misses_total") == misses + 1
@@ -146,12 +163,14 @@ async def test_a_miss_is_computed_once_then_served_from_redis(
     assert second_notes["cache"]["overview"]["hits"] == 1
     assert second_notes["cache"]["overview"]["age"] >= 0
     # stored under the versioned key, with the overview TTL
-    ttl = await redis.ttl(cache_key("overview", (user.id, "done"), 0))
+    version = await resources.pool.fetchval("select data_version from users where id = $1", user.id)
+    ttl = await redis.ttl(cache_key("overview", (user.id, "done"), version))
     assert 0 < ttl <= resources.settings.cache_ttl_overview
 
 
 async def test_one_compute_for_the_misses_of_a_batch_only(
-        resources: Resources, users: UserFactory) -> None:
+    resources: Resources, users: UserFactory
+) -> None:
     a, b, c = [await users.create() for _ in range(3)]
     await done_tasks(users, b, 1)
     counter = Counter()
@@ -165,7 +184,8 @@ async def test_one_compute_for_the_misses_of_a_batch_only(
 
 
 async def test_two_users_asking_the_same_query_never_see_each_others_figures(
-        resources: Resources, users: UserFactory) -> None:
+    resources: Resources, users: UserFactory
+) -> None:
     alice, bob = await users.create(), await users.create()
     await done_tasks(users, alice, 3)
     counter = Counter()
@@ -177,33 +197,64 @@ async def test_two_users_asking_the_same_query_never_see_each_others_figures(
     assert len(counter.calls) == 2
 
 
-async def test_a_version_bump_invalidates_that_user_only(
-        resources: Resources, users: UserFactory, pool: asyncpg.Pool, redis: Redis) -> None:
+async def test_a_committed_change_invalidates_that_user_only(
+    resources: Resources, users: UserFactory, pool: asyncpg.Pool
+) -> None:
+    """The change's own transaction raises the user's data version (a trigger): no call to Redis
+    is needed for the next read to miss, and the other user's entry is still a hit."""
     changed, unchanged = await users.create(), await users.create()
     task = await users.task(changed)
     await users.task(unchanged)
     counter = Counter()
     keys = [(changed.id, "done"), (unchanged.id, "done")]
     assert [v["count"] for v in await load(resources, counter, *keys)] == [0, 0]
+    before = await pool.fetchval("select data_version from users where id = $1", changed.id)
 
-    await pool.execute("update tasks set status = 'done', completed_at = now() where id = $1",
-                       task)
-    assert await bump_version(redis, changed.id) is True
+    await pool.execute("update tasks set status = 'done', completed_at = now() where id = $1", task)
     counter.calls.clear()
 
     assert [v["count"] for v in await load(resources, counter, *keys)] == [1, 0]
     assert counter.calls == [[(changed.id, "done")]]
-    assert int(await redis.get(version_key(changed.id))) == 1
+    assert (
+        await pool.fetchval("select data_version from users where id = $1", changed.id)
+        == before + 1
+    )
 
 
-async def test_bump_versions_is_one_call_for_many_users(redis: Redis) -> None:
-    ids = [uuid.uuid4() for _ in range(3)]
-    assert await bump_versions(redis, [*ids, ids[0]]) is True
-    assert [int(v) for v in await redis.mget([version_key(u) for u in ids])] == [1, 1, 1]
+async def test_every_kind_of_change_raises_the_data_version(
+    users: UserFactory, pool: asyncpg.Pool
+) -> None:
+    """Triggers of sql/migrations/0002_data_versions.sql: task insert, update and delete (once
+    per statement and user, however many rows), the timezone and the daily goal; not the
+    display name, which no figure depends on. The workers' `bump_data_versions` for the rest."""
+    user, other = await users.create(), await users.create()
+
+    async def version() -> int:
+        return int(await pool.fetchval("select data_version from users where id = $1", user.id))
+
+    steps = [
+        ("insert into tasks (user_id, title) select $1, 't' || g from generate_series(1, 50) g", 1),
+        ("update tasks set priority = 'high' where user_id = $1", 1),
+        ("delete from tasks where user_id = $1 and title = 't1'", 1),
+        ("update users set timezone = 'Asia/Tokyo' where id = $1", 1),
+        ("update users set daily_goal = daily_goal + 1 where id = $1", 1),
+        ("update users set display_name = 'Renamed' where id = $1", 0),
+        ("update tasks set title = title where user_id = $1 and false", 0),
+    ]
+    for sql, raised in steps:
+        before = await version()
+        await pool.execute(sql, user.id)
+        assert await version() == before + raised, sql
+    from gateway.db import query
+
+    before = await version()
+    await pool.execute(query("bump_data_versions"), [user.id, other.id, user.id])
+    assert await version() == before + 1
 
 
 async def test_disabled_cache_goes_straight_to_compute(
-        settings: Settings, pool: asyncpg.Pool, redis: Redis, users: UserFactory) -> None:
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, users: UserFactory
+) -> None:
     user = await users.create()
     resources = await Resources.open(replace(settings, enable_query_cache=False))
     try:
@@ -220,28 +271,35 @@ async def test_disabled_cache_goes_straight_to_compute(
 
 
 async def test_200_concurrent_requests_on_a_cold_key_compute_it_at_most_twice(
-        resources: Resources, users: UserFactory) -> None:
+    resources: Resources, users: UserFactory
+) -> None:
     user = await users.create()
     await done_tasks(users, user, 1)
     counter = Counter(delay=0.05)
 
     results = await asyncio.gather(
-        *(load(resources, counter, (user.id, "done")) for _ in range(200)))
+        *(load(resources, counter, (user.id, "done")) for _ in range(200))
+    )
 
     assert all(r == [{"count": 1, "user": str(user.id)}] for r in results)
     assert 1 <= len(counter.calls) <= 2
 
 
 async def test_two_processes_share_one_computation_through_the_redis_lock(
-        settings: Settings, resources: Resources, users: UserFactory) -> None:
+    settings: Settings, resources: Resources, users: UserFactory
+) -> None:
     """Two caches with their own clients and single-flight tables stand for two processes."""
     user = await users.create()
     other = await Resources.open(settings)
     try:
         counter = Counter(delay=0.1)
         results = await asyncio.gather(
-            *(load(res, counter, (user.id, "todo"))
-              for _ in range(100) for res in (resources, other)))
+            *(
+                load(res, counter, (user.id, "todo"))
+                for _ in range(100)
+                for res in (resources, other)
+            )
+        )
         assert all(r[0]["count"] == 0 for r in results)
         assert 1 <= len(counter.calls) <= 2
         assert cache_of(resources) is not cache_of(other)
@@ -250,11 +308,13 @@ async def test_two_processes_share_one_computation_through_the_redis_lock(
 
 
 async def test_a_waiter_computes_itself_when_the_lock_holder_gives_up(
-        resources: Resources, users: UserFactory, redis: Redis) -> None:
+    resources: Resources, users: UserFactory, redis: Redis
+) -> None:
     """Another process holds the lock and never writes the value: after the lock goes away,
     the waiter computes the figure itself instead of failing."""
     user = await users.create()
-    key = cache_key("overview", (user.id, "done"), 0)
+    version = await resources.pool.fetchval("select data_version from users where id = $1", user.id)
+    key = cache_key("overview", (user.id, "done"), version)
     await redis.set(f"{key}:lock", "someone-else", px=5000)
     counter = Counter()
 
@@ -269,7 +329,8 @@ async def test_a_waiter_computes_itself_when_the_lock_holder_gives_up(
 
 
 async def test_a_cancelled_computation_does_not_strand_its_waiters(
-        resources: Resources, users: UserFactory) -> None:
+    resources: Resources, users: UserFactory
+) -> None:
     user = await users.create()
     counter = Counter(delay=0.2)
     leader = asyncio.create_task(load(resources, counter, (user.id, "done")))
@@ -292,38 +353,47 @@ class _Query:
     async def done(self, info: strawberry.Info[Context, None], user_id: strawberry.ID) -> int:
         loader = info.context.notes.setdefault(
             "loader",
-            TaskCountLoader(info.context.resources, Counter()).cached(info.context.resources,
-                                                                      info.context))
+            TaskCountLoader(info.context.resources, Counter()).cached(
+                info.context.resources, pg_versions(info.context.resources), info.context
+            ),
+        )
         value = await loader.load((uuid.UUID(str(user_id)), "done"))
         return int(value["count"])
 
 
 async def test_extensions_cache_reports_hit_and_age_outside_production(
-        resources: Resources, users: UserFactory) -> None:
+    resources: Resources, users: UserFactory
+) -> None:
     user = await users.create()
     schema = strawberry.Schema(query=_Query, extensions=[CacheExtension])
     query = "query($id: ID!) { done(userId: $id) }"
 
-    first = await schema.execute(query, {"id": str(user.id)},
-                                 context_value=Context(request=None, resources=resources))
-    second = await schema.execute(query, {"id": str(user.id)},
-                                  context_value=Context(request=None, resources=resources))
+    first = await schema.execute(
+        query, {"id": str(user.id)}, context_value=Context(request=None, resources=resources)
+    )
+    second = await schema.execute(
+        query, {"id": str(user.id)}, context_value=Context(request=None, resources=resources)
+    )
 
     assert first.errors is None and second.errors is None
-    assert first.extensions == {"cache": {"overview": {"hit": False, "age": None, "hits": 0,
-                                                       "misses": 1}}}
+    assert first.extensions == {
+        "cache": {"overview": {"hit": False, "age": None, "hits": 0, "misses": 1}}
+    }
     assert second.extensions is not None
     entry = second.extensions["cache"]["overview"]
     assert entry["hit"] is True and entry["age"] >= 0
 
 
 async def test_extensions_cache_is_hidden_in_production(
-        resources: Resources, users: UserFactory) -> None:
+    resources: Resources, users: UserFactory
+) -> None:
     user = await users.create()
     production = replace(resources, settings=replace(resources.settings, app_env="production"))
     schema = strawberry.Schema(query=_Query, extensions=[CacheExtension])
-    result = await schema.execute("query($id: ID!) { done(userId: $id) }", {"id": str(user.id)},
-                                  context_value=Context(request=None, resources=production))
+    result = await schema.execute(
+        "query($id: ID!) { done(userId: $id) }",
+        {"id": str(user.id)},
+        context_value=Context(request=None, resources=production),
+    )
     assert result.errors is None
     assert not (result.extensions or {}).get("cache")
-

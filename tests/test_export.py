@@ -148,7 +148,9 @@ async def test_bad_filters_are_400_with_a_readable_message(
     response = await client.get(f"/export/tasks.csv?{query}",
                                 headers={"Authorization": f"Bearer {token_for(alice.id)}"})
     assert response.status_code == 400
-    assert says in response.json()["error"]
+    error = response.json()["errors"][0]
+    assert says in error["message"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "field": says}
 
 
 @pytest.mark.parametrize("kind", ["missing", "not bearer", *BAD_KINDS])
@@ -165,7 +167,9 @@ async def test_bad_or_missing_tokens_are_401_json(
     response = await client.get("/export/tasks.csv", headers=headers)
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/json")
-    assert isinstance(response.json()["error"], str)
+    error = response.json()["errors"][0]
+    assert isinstance(error["message"], str)
+    assert error["extensions"]["code"] == "UNAUTHENTICATED"
     assert "plain" not in response.text
 
 
@@ -179,10 +183,10 @@ async def test_another_user_and_an_empty_account_get_only_a_header(
     assert response.status_code == 200
     assert parse(response) == []
     assert response.headers["x-export-rows"] == "0"
-    # A token for a user id that does not exist gets an empty export, not someone else's rows.
+    # A token for a user id that does not exist (a deleted account) gets no export at all.
     response = await client.get("/export/tasks.csv",
                                 headers={"Authorization": f"Bearer {token_for(uuid.uuid4())}"})
-    assert parse(response) == []
+    assert response.status_code == 401 and "text/csv" not in response.headers["content-type"]
 
 
 async def test_formula_cells_are_defused(client: httpx.AsyncClient, alice: User,

@@ -24,7 +24,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 
 from gateway.auth import create_access_token
-from gateway.cache import cache_key, cache_of, version_key
+from gateway.cache import cache_key
 from gateway.embedded import RedisServer, port_is_free, redis_server_binary
 from gateway.ratelimit import SlidingWindow
 from gateway.redis import create_redis
@@ -107,18 +107,18 @@ async def cluster(cluster_settings: Settings) -> AsyncIterator[Redis]:
 def test_a_users_keys_share_one_slot_and_users_spread_over_slots() -> None:
     users = [uuid.uuid4() for _ in range(20)]
     for user in users:
-        keys = [version_key(user), cache_key("overview", (user,), 3),
+        keys = [f"gql:{{{user}}}:f2:v3:abc", cache_key("overview", (user,), 3),
                 cache_key("trends", (user, "2026-01-01", "2026-01-30"), 3), ryw_key(user),
                 f"rl:{{{user}}}:1", f"rl:{{{user}}}:0"]
         assert len({key_slot(k.encode()) for k in keys}) == 1, keys
-    assert len({key_slot(version_key(u).encode()) for u in users}) > 1
+    assert len({key_slot(cache_key("overview", (u,), 0).encode()) for u in users}) > 1
 
 
 async def test_create_redis_gives_a_cluster_client(cluster: Redis) -> None:
     assert isinstance(cluster, RedisCluster)
     assert len(cluster.get_primaries()) == 3
     with pytest.raises(Exception, match="(?i)slot"):  # why multi-user MGETs are split by slot
-        await cluster.mget([version_key(uuid.uuid4()) for _ in range(20)])
+        await cluster.mget([cache_key("overview", (uuid.uuid4(),), 0) for _ in range(20)])
 
 
 async def test_cache_hits_misses_and_invalidation_through_the_api_on_the_cluster(
@@ -159,22 +159,6 @@ async def test_cache_hits_misses_and_invalidation_through_the_api_on_the_cluster
         finally:
             await direct.aclose()
     assert sum(1 for size in sizes if size) >= 2, sizes
-
-
-async def test_deferred_version_bumps_are_replayed_on_the_cluster(
-        cluster_settings: Settings, cluster: Redis) -> None:
-    """The path after a Redis outage: pending INCRs and the version GETs in one pipeline."""
-    users = [uuid.uuid4() for _ in range(12)]
-
-    class Holder:  # the cache keeps itself on the resources it is given
-        settings = cluster_settings
-        cache_redis = cluster
-
-    cache = cache_of(Holder())
-    cache._pending_bumps.update(version_key(u) for u in users[:6])
-    versions = await cache.versions(users)
-    assert versions == {u: (1 if i < 6 else 0) for i, u in enumerate(users)}
-    assert not cache._pending_bumps
 
 
 async def test_rate_limits_and_read_your_writes_marks_on_the_cluster(cluster: Redis) -> None:

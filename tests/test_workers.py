@@ -26,7 +26,7 @@ from arq.worker import Worker, create_worker
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from gateway import cache, events
+from gateway import events
 from gateway.resources import Resources, arq_redis_settings
 from gateway.settings import Settings
 from tests.factories import User, UserFactory
@@ -277,6 +277,10 @@ async def test_nightly_run_rolls_up_each_users_own_yesterday(
 # --- stale-day repair -----------------------------------------------------------------------------
 
 
+async def data_version(pool: asyncpg.Pool, user_id: Any) -> int:
+    return int(await pool.fetchval("select data_version from users where id = $1", user_id))
+
+
 async def test_a_change_to_a_rolled_up_day_is_repaired_and_the_cache_version_bumped(
         pool: asyncpg.Pool, arq: ArqRedis, redis: Redis, users: UserFactory,
         settings: Settings) -> None:
@@ -285,7 +289,7 @@ async def test_a_change_to_a_rolled_up_day_is_repaired_and_the_cache_version_bum
     user = next(u for u in data if u.timezone == "Pacific/Kiritimati")
     await arq.enqueue_job("aggregate", D_FROM, D_TO, None)
     await run_burst(worker_class(settings))
-    version_before = int(await redis.get(cache.version_key(user.id)) or 0)
+    version_before = await data_version(pool, user.id)
 
     # Three edits in a row, each as the task mutations do it: update, mark the days stale in the
     # same transaction, then tell the events hook after the commit.
@@ -319,7 +323,8 @@ async def test_a_change_to_a_rolled_up_day_is_repaired_and_the_cache_version_bum
     tasks = [dict(r) for r in await pool.fetch("select * from tasks where user_id = $1", user.id)]
     assert await rollup_rows(pool, [user.id]) == expected_rows(
         {user: tasks}, lambda _: day_range(D_FROM, D_TO))
-    assert int(await redis.get(cache.version_key(user.id)) or 0) > version_before
+    # three edits (each raising the version by trigger), then the repair's own bump
+    assert await data_version(pool, user.id) == version_before + 4
 
 
 async def test_a_duplicate_enqueue_runs_once(
@@ -501,7 +506,7 @@ async def test_cache_warming_covers_the_users_active_in_the_last_7_days(
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
     assert await job.result(timeout=0) == {"active_users": 2, "warmed": 2}
     for user, warmed in ((active, True), (edited, True), (idle, False), (empty, False)):
-        keys = await redis.keys(f"analytics:{{{user.id}}}:v*")
+        keys = await redis.keys(f"analytics:{{{user.id}}}:f*")
         assert bool(keys) is warmed, user
 
 

@@ -13,7 +13,7 @@ The arq jobs around these functions live elsewhere in `workers/`; task mutations
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -43,23 +43,31 @@ def _batches(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 async def aggregate_range(pool: asyncpg.Pool, d_from: date | None, d_to: date | None,
                           user_ids: Sequence[uuid.UUID] | None = None, *,
-                          batch_size: int = 1000) -> int:
+                          batch_size: int = 1000, after: uuid.UUID | None = None,
+                          on_batch: Callable[[uuid.UUID], Awaitable[None]] | None = None) -> int:
     """Aggregate the local days [d_from, d_to] of the given users (all users when None).
 
     Each user's range is clamped to days up to their local yesterday; `d_from=None` starts at the
     user's first task day (created or due), `d_to=None` ends at their local yesterday. Batches of
-    `batch_size` users, each in one transaction. Returns the number of rows written (inserted,
-    or updated because their figures changed or they were stale): a re-run returns 0.
+    `batch_size` users in id order, each in one transaction. Returns the number of rows written
+    (inserted, or updated because their figures changed or they were stale): a re-run returns 0.
+
+    To resume a run that stopped part-way: `after` skips the users up to that id (the batches that
+    committed), and `on_batch` is awaited with the last user id of each batch once it committed.
     """
     if user_ids is None:
         rows = await pool.fetch("select id from users order by id")
         ids: list[uuid.UUID] = [r["id"] for r in rows]
     else:
         ids = sorted(set(user_ids))
+    if after is not None:
+        ids = [user_id for user_id in ids if user_id > after]
     written = 0
     for batch in _batches(ids, batch_size):
         written += await _aggregate_batch(pool, batch, [d_from] * len(batch),
                                           [d_to] * len(batch))
+        if on_batch is not None:
+            await on_batch(batch[-1])
     return written
 
 

@@ -22,6 +22,7 @@ import asyncpg
 from arq.connections import ArqRedis
 from arq.constants import result_key_prefix
 from arq.jobs import Job, JobStatus
+from redis.exceptions import RedisError
 
 from gateway import cache
 from gateway.db import query
@@ -45,6 +46,8 @@ REPAIR_PASSES = 3          # re-run the repair while a change marked new days st
 ACTIVE_DAYS = 7            # cache warming covers users active this many days
 BATCH_SIZE = 1000          # users per aggregation transaction
 ENQUEUE_TIMEOUT_S = 1.0    # a mutation's response never waits longer on Redis than this
+PROGRESS_KEY_PREFIX = "jobs:progress:v1:"  # v1: the value is the last committed user id
+PROGRESS_TTL_S = 88_400    # as long as arq counts the job's tries (its `arq:retry:` key)
 
 
 def repair_job_id(user_id: uuid.UUID) -> str:
@@ -126,16 +129,51 @@ async def refresh_materialized_views(pool: asyncpg.Pool) -> int:
 
 
 async def bump_cache_versions(ctx: dict[str, Any], user_ids: Iterable[uuid.UUID]) -> int:
-    """Make the cached figures of these users miss on their next read.
-
-    The cache layer (`gateway/cache.py`) owns the version keys; its bump never raises (a Redis
-    outage leaves the old entries to expire with their TTL).
-    """
-    ids = list(user_ids)
+    """Make the cached figures of these users miss on their next read: raise their
+    `users.data_version` in PostgreSQL, which keys every cached figure (docs/cache.md). Task and
+    profile changes raise it by trigger; a rollup repair is the one change made here."""
+    ids = list(dict.fromkeys(user_ids))
     if not ids:
         return 0
-    await cache.bump_versions(ctx["resources"].redis, ids)
+    await ctx["pool"].execute(query("bump_data_versions"), ids)
     return len(ids)
+
+
+def progress_key(ctx: dict[str, Any]) -> str | None:
+    """Where a backfill records the last user of its last committed batch, in arq's Redis: one
+    key per job id and enqueue, so a later job under the same id (a rebuild) starts afresh."""
+    job_id, enqueued = ctx.get("job_id"), ctx.get("enqueue_time")
+    if ctx.get("redis") is None or not job_id or enqueued is None:
+        return None
+    return f"{PROGRESS_KEY_PREFIX}{job_id}:{int(enqueued.timestamp() * 1000)}"
+
+
+async def _resume_point(ctx: dict[str, Any], key: str | None) -> uuid.UUID | None:
+    """The last user an earlier try of this job committed, or None (the first try, or unknown)."""
+    if key is None or int(ctx.get("job_try") or 1) <= 1:
+        return None
+    try:
+        value = await ctx["redis"].get(key)
+    except (RedisError, OSError) as exc:
+        log.warning("backfill %s: progress not read (%s), starting over", key,
+                    type(exc).__name__)
+        return None
+    return uuid.UUID(value.decode()) if value else None
+
+
+async def _save_progress(ctx: dict[str, Any], key: str | None,
+                         last_user_id: uuid.UUID | None) -> None:
+    """Record a committed batch (None: the job is done, forget it). Best effort: a lost record
+    only means a later try redoes (idempotently) more batches."""
+    if key is None:
+        return
+    try:
+        if last_user_id is None:
+            await ctx["redis"].delete(key)
+        else:
+            await ctx["redis"].set(key, str(last_user_id), ex=PROGRESS_TTL_S)
+    except (RedisError, OSError) as exc:
+        log.warning("backfill %s: progress not recorded (%s)", key, type(exc).__name__)
 
 
 async def _after_aggregation(ctx: dict[str, Any]) -> int:
@@ -154,15 +192,25 @@ async def aggregate(ctx: dict[str, Any], d_from: date | None, d_to: date | None,
     """Backfill: (re)aggregate the local days `d_from`..`d_to` of all users, or of `user_ids`.
 
     Days after a user's local yesterday are skipped; `d_from=None` starts at the user's first task
-    day and `d_to=None` ends at their yesterday (see `aggregation.aggregate_range`)."""
+    day and `d_to=None` ends at their yesterday (see `aggregation.aggregate_range`). A later try of
+    the same job (after a retry, or a worker that died) skips the batches of users that an earlier
+    try committed (`resumed_after` in the result names the last user skipped)."""
     ids = list(user_ids) if user_ids else None
+    progress = progress_key(ctx)
+    after = await _resume_point(ctx, progress)
+
+    async def committed(last_user_id: uuid.UUID) -> None:
+        await _save_progress(ctx, progress, last_user_id)
+
     rows = await aggregation.aggregate_range(ctx["pool"], d_from, d_to, ids,
-                                             batch_size=ctx.get("batch_size", BATCH_SIZE))
+                                             batch_size=ctx.get("batch_size", BATCH_SIZE),
+                                             after=after, on_batch=committed)
     views = await _after_aggregation(ctx)
     bumped = await bump_cache_versions(ctx, ids or ())
+    await _save_progress(ctx, progress, None)
     return {"rows": rows, "from": str(d_from or "first day"), "to": str(d_to or "yesterday"),
             "users": len(ids) if ids else "all", "views_refreshed": views,
-            "cache_versions_bumped": bumped}
+            "cache_versions_bumped": bumped, "resumed_after": str(after) if after else None}
 
 
 @instrumented("aggregate_nightly")
@@ -191,6 +239,10 @@ async def repair_stale(ctx: dict[str, Any], user_id: uuid.UUID) -> dict[str, Any
         repaired.update(await aggregation.repair_stale(pool, [user_id]))
         if not await pool.fetchval(query("user_has_stale_days"), user_id):
             break
+    if int(ctx.get("job_try") or 1) > 1:
+        # An earlier try may have repaired the days and died before what follows (the bump and
+        # the view refresh), finding nothing stale now: do those anyway (both are harmless).
+        repaired.add(user_id)
     bumped = await bump_cache_versions(ctx, repaired)
     views_queued = False
     if repaired and ctx["settings"].enable_materialized_views:

@@ -1,9 +1,11 @@
 """Prometheus metrics and the JSON log line of every job run.
 
-Each job coroutine is wrapped by `instrumented`, which times it, counts it by outcome, writes one
-JSON line to the `workers.jobs` logger and turns a transient database or network failure into an
-`arq.Retry` with exponential back-off. The counters live in prometheus-client's default registry;
-the worker process serves it on `PROMETHEUS_PORT` (`start_metrics_server`).
+Each job coroutine is wrapped by `instrumented`, which keeps the job's claim alive while it runs
+(`workers.heartbeat`: a job whose worker died runs again within seconds), times it, counts it by
+outcome, writes one JSON line to the `workers.jobs` logger and turns a transient database or
+network failure into an `arq.Retry` with exponential back-off. The counters live in
+prometheus-client's default registry; the worker process serves it on `PROMETHEUS_PORT`
+(`start_metrics_server`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from arq import Retry
 from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from workers.heartbeat import job_heartbeat
 
 RUN_LOGGER = "workers.jobs"  # the job-run lines (configured apart in the worker process)
 log = logging.getLogger(RUN_LOGGER)
@@ -72,7 +76,8 @@ def log_run(job: str, status: str, duration: float, ctx: dict[str, Any],
 
 
 def instrumented(job: str) -> Callable[[F], F]:
-    """Time, count and log a job; retry transient failures with exponential back-off.
+    """Keep the job's claim alive, time, count and log it; retry transient failures with
+    exponential back-off.
 
     The job returns a dict of counts (rows written, users warmed, ...), which goes both into the
     log line and into arq's stored result (what `jobs status` prints).
@@ -82,7 +87,8 @@ def instrumented(job: str) -> Callable[[F], F]:
         async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
-                result = await func(ctx, *args, **kwargs)
+                async with job_heartbeat(ctx):
+                    result = await func(ctx, *args, **kwargs)
             except Retry:
                 log_run(job, "retry", time.perf_counter() - started, ctx)
                 raise

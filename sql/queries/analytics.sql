@@ -7,10 +7,11 @@
 
 -- name: analytics_users
 -- The users behind a batch of ids, with their local today by the database's clock (resolvers
--- derive default ranges from it, so that a request and its SQL agree on what "today" is).
+-- derive default ranges from it, so that a request and its SQL agree on what "today" is), and
+-- the data version that keys their cached figures (docs/cache.md).
 -- $1: user ids. Missing users are simply absent.
 select u.id, u.email, u.display_name, u.timezone, u.daily_goal, u.role, u.created_at,
-       (now() at time zone u.timezone)::date as today
+       u.data_version, (now() at time zone u.timezone)::date as today
 from users u
 where u.id = any($1::uuid[]);
 
@@ -18,7 +19,7 @@ where u.id = any($1::uuid[]);
 -- One page of the admin `users` connection, in (created_at, id) order after a cursor.
 -- $1: cursor created_at (null = from the start), $2: cursor id, $3: page size + 1.
 select u.id, u.email, u.display_name, u.timezone, u.daily_goal, u.role, u.created_at,
-       (now() at time zone u.timezone)::date as today
+       u.data_version, (now() at time zone u.timezone)::date as today
 from users u
 where $1::timestamptz is null or (u.created_at, u.id) > ($1::timestamptz, $2::uuid)
 order by u.created_at, u.id

@@ -35,3 +35,8 @@ order by u.id
 -- name: user_has_stale_days
 -- Whether a user still has rollup days marked stale (a change landed while a repair ran).
 select exists (select 1 from daily_analytics where user_id = $1 and stale)
+
+-- name: bump_data_versions
+-- Raise the data version of these users, so that their cached figures miss (docs/cache.md); for
+-- changes no trigger sees, such as a rollup repair. $1: user ids.
+update users set data_version = data_version + 1 where id = any($1::uuid[])
