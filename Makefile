@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+SOURCES := gateway schema resolvers loaders domain workers
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
@@ -27,13 +28,14 @@ test: $(STAMP) ## run the test suite against real PostgreSQL and Redis
 test-infra: $(STAMP) ## validate infra/ with nginx, promtool, compose, systemd, k8s schemas; backup/restore; smoke tests
 	bash infra/scripts/test-infra.sh
 
-lint: $(STAMP) ## ruff and mypy
-	$(PY) -m ruff check gateway schema resolvers loaders workers tests
-	$(PY) -m mypy gateway schema resolvers loaders workers
+lint: $(STAMP) ## ruff, mypy and the one-way layers contract (lint-imports; see docs/architecture.md)
+	$(PY) -m ruff check $(SOURCES) tests
+	$(PY) -m mypy $(SOURCES)
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP) ## ruff format and fix imports
-	$(PY) -m ruff check --fix --select I gateway schema resolvers loaders workers tests
-	$(PY) -m ruff format gateway schema resolvers loaders workers tests
+	$(PY) -m ruff check --fix --select I $(SOURCES) tests
+	$(PY) -m ruff format $(SOURCES) tests
 
 schema: $(STAMP) ## rewrite schema.graphql from the code
 	$(PY) -c "from schema.schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"

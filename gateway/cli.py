@@ -23,22 +23,22 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gateway.settings import Settings, SettingsError, documented_settings
+from gateway.ops.settings import Settings, SettingsError, documented_settings
 
 DEMO_USERS = 50
 DEMO_DAYS = 90
 
 
 def _load(export: bool = True) -> Settings:
-    from gateway.services import resolve_services
+    from gateway.dev.services import resolve_services
 
     settings, _ = resolve_services(Settings.load(), export=export)
     return settings
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from gateway.db import normalize_dsn
-    from gateway.migrate import migrate
+    from gateway.data.db import normalize_dsn
+    from gateway.data.migrate import migrate
 
     settings = _load()
     applied = asyncio.run(migrate(normalize_dsn(settings.database_url or "")))
@@ -49,8 +49,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 async def _seed(settings: Settings, users: int, days: int, tasks: int, only_if_empty: bool) -> str:
     import asyncpg
 
-    from gateway.db import normalize_dsn
-    from gateway.seed import seed
+    from gateway.data.db import normalize_dsn
+    from gateway.dev.seed import seed
 
     conn = await asyncpg.connect(normalize_dsn(settings.database_url or ""))
     try:
@@ -70,7 +70,7 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_services(args: argparse.Namespace) -> int:
-    from gateway.embedded import embedded_servers, ensure_services, stop_services
+    from gateway.dev.embedded import embedded_servers, ensure_services, stop_services
 
     if args.action == "start":
         services = ensure_services(None, None)
@@ -102,10 +102,10 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
 def cmd_serve(args: argparse.Namespace) -> int:
     """uvicorn with `WORKERS` processes, `KEEPALIVE` and a graceful shutdown of `TIMEOUT` s (stop
     accepting, finish what is in flight, then the lifespan closes the pools). Logging is left to
-    `gateway.logs` (JSON or text, with request ids), whose access line replaces uvicorn's."""
+    `gateway.ops.logs` (JSON or text, with request ids), whose access line replaces uvicorn's."""
     import uvicorn
 
-    from gateway.metrics import prepare_multiprocess_dir, start_metrics_port
+    from gateway.ops.metrics import prepare_multiprocess_dir, start_metrics_port
 
     settings = _load()
     own_directory = None
@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if settings.prometheus_port:
             start_metrics_port(settings.prometheus_port)
     try:
-        uvicorn.run("gateway.app:serve_app", factory=True, workers=settings.workers,
+        uvicorn.run("gateway.http.app:serve_app", factory=True, workers=settings.workers,
                     log_config=None, access_log=False, **_uvicorn_options(settings))
     finally:
         if own_directory:
@@ -143,9 +143,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     (the embedded databases keep running for the next time; `make stop` stops them)."""
     import uvicorn
 
-    from gateway.db import normalize_dsn
-    from gateway.migrate import migrate
-    from gateway.seed import DEMO_EMAIL, DEMO_PASSWORD
+    from gateway.data.db import normalize_dsn
+    from gateway.data.migrate import migrate
+    from gateway.dev.seed import DEMO_EMAIL, DEMO_PASSWORD
 
     settings = _load()
     applied = asyncio.run(migrate(normalize_dsn(settings.database_url or "")))
@@ -156,7 +156,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"\n  GraphiQL:  {url}/graphql\n  ready:     {url}/ready\n"
           f"  demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}\n", flush=True)
     try:
-        uvicorn.run("gateway.app:create_app", factory=True, **_uvicorn_options(settings))
+        uvicorn.run("gateway.http.app:create_app", factory=True, **_uvicorn_options(settings))
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGINT)

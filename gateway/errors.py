@@ -1,7 +1,7 @@
 """The errors a client may see. Each carries `extensions.code` from shared/spec/api.md.
 
 Resolvers raise these; anything else is unexpected and masked as INTERNAL_SERVER_ERROR before it
-reaches the client (see gateway/app.py).
+reaches the client (see gateway/http/app.py).
 """
 
 from __future__ import annotations

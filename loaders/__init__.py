@@ -10,17 +10,16 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from loaders import analytics
+import loaders.analytics as analytics
 
 if TYPE_CHECKING:
-    from gateway.context import Context
-    from gateway.resources import Resources
+    from gateway.data.resources import Resources
 
 
 class Loaders:
-    def __init__(self, resources: Resources, context: Context) -> None:
+    def __init__(self, resources: Resources, notes: dict[str, Any] | None = None) -> None:
         self.resources = resources
-        self.context = context
+        self.notes = notes  # the request's notes: cache hits and ages (`extensions.cache`)
 
     # Analytics (loaders/analytics.py): created on first use.
     @cached_property
@@ -38,14 +37,14 @@ class Loaders:
     @cached_property
     def overview(self) -> analytics.OverviewLoader:
         return analytics.OverviewLoader(self.resources.pool).cached(
-            self.resources, self.data_versions, self.context)
+            self.resources, self.data_versions, self.notes)
 
     @cached_property
     def daily_series(self) -> analytics.DailySeriesLoader:
         return analytics.DailySeriesLoader(self.resources.pool).cached(
-            self.resources, self.data_versions, self.context)
+            self.resources, self.data_versions, self.notes)
 
     @cached_property
     def productivity(self) -> analytics.ProductivityLoader:
         return analytics.ProductivityLoader(self.resources.pool).cached(
-            self.resources, self.data_versions, self.context)
+            self.resources, self.data_versions, self.notes)

@@ -28,8 +28,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import asyncpg
 
-from gateway.db import query
-from gateway.replica import router_of
+from gateway.data.db import query
+from gateway.data.replica import router_of
 from loaders.cached import CachedLoader
 
 K = TypeVar("K")
@@ -83,7 +83,7 @@ class AnalyticsLoader(CachedLoader[K, V], Generic[K, V]):
     async def fetch(self, user_ids: Sequence[uuid.UUID], sql: str,
                     *args: Any) -> list[asyncpg.Record]:
         """Run a batch statement on the replica when it may answer for these users (see
-        gateway/replica.py), else on the primary; a loader never `cached` uses its own pool."""
+        gateway/data/replica.py), else on the primary; a loader never `cached` uses its own pool."""
         if self._resources is None:
             return await self.pool.fetch(sql, *args)
         return await router_of(self._resources).fetch(user_ids, sql, *args)

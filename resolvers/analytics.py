@@ -19,8 +19,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.context import Info
-from gateway.db import query
+from gateway.data.db import query
 from gateway.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
 from loaders.analytics import (
     add_months,
@@ -30,7 +29,8 @@ from loaders.analytics import (
     user_value,
     week_start,
 )
-from schema.pagination import check_first, decode_cursor
+from resolvers.context import Info
+from resolvers.pagination import check_first, decode_cursor
 
 MAX_BUCKETS = 1000
 HUNDRED = Decimal(100)

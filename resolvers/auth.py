@@ -10,23 +10,44 @@ from __future__ import annotations
 import functools
 import zoneinfo
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import asyncpg
 import strawberry
 
-from gateway import events
-from gateway.auth import create_access_token
-from gateway.context import Info
-from gateway.db import query
+from domain import changes as events
+from gateway.data.db import query
+from gateway.data.resources import Resources
 from gateway.errors import BadUserInput, Unauthenticated
-from gateway.passwords import check_password_rules, hash_password, verify_password
-from gateway.ratelimit import check_login_rate, login_ip
-from gateway.resources import Resources
-from gateway.tokens import issue_refresh_token, revoke_family_of, rotate_refresh_token
+from gateway.security.access import create_access_token
+from gateway.security.passwords import check_password_rules, hash_password, verify_password
+from gateway.security.ratelimit import check_login_rate
+from gateway.security.refresh import issue_refresh_token, revoke_family_of, rotate_refresh_token
+from resolvers.context import Info
 
-if TYPE_CHECKING:
-    from schema.auth import ProfileInput, RegisterInput
+
+class RegisterInput(Protocol):
+    """A new account's fields (schema/auth.py's `RegisterInput`)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def timezone(self) -> str | None: ...
+
+
+class ProfileInput(Protocol):
+    """Profile changes; an omitted field is `strawberry.UNSET` (schema/auth.py's `ProfileInput`)."""
+
+    @property
+    def display_name(self) -> Any: ...
+    @property
+    def timezone(self) -> Any: ...
+    @property
+    def daily_goal(self) -> Any: ...
 
 EMAIL_MAX = 320
 DISPLAY_NAME_MAX = 200
@@ -111,8 +132,8 @@ async def register(info: Info, data: RegisterInput) -> Session:
 async def login(info: Info, email: str, password: str) -> Session:
     info.context.no_store()
     resources = info.context.resources
-    # Per account and per IP, before the password is checked (gateway/ratelimit.py).
-    await check_login_rate(resources, email, login_ip(info.context.request))
+    # Per account and per IP, before the password is checked (gateway/security/ratelimit.py).
+    await check_login_rate(resources, email, info.context.client_ip)
     user = await resources.pool.fetchrow(query("user_for_login"), email.strip())
     ok = await verify_password(user["password_hash"] if user else None, password)
     if user is None or not ok:

@@ -2,7 +2,7 @@
 
 Each mutation runs in one transaction that also writes the `task_events` row of a status change
 and marks the rollup days it affects stale (so the analytics API stays exact), and calls
-`gateway.events.tasks_changed` only after the commit. A task of another user, a deleted task and a
+`domain.changes.tasks_changed` only after the commit. A task of another user, a deleted task and a
 malformed id all answer NOT_FOUND, so ids cannot be probed.
 """
 
@@ -10,20 +10,69 @@ from __future__ import annotations
 
 import uuid
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import asyncpg
 import strawberry
 
-from gateway import events
-from gateway.context import Info
-from gateway.db import query
+from domain import changes as events
+from domain.changes import affected_days, mark_days_stale
+from gateway.data.db import query
 from gateway.errors import BadUserInput, NotFound, Unauthenticated
-from schema.pagination import check_first, decode_cursor
-from workers.aggregation import affected_days, mark_days_stale
+from resolvers.context import Info
+from resolvers.pagination import check_first, decode_cursor
 
-if TYPE_CHECKING:
-    from schema.tasks import CreateTaskInput, TaskFilter, UpdateTaskInput
+
+class _Choice(Protocol):
+    """A GraphQL enum value (TaskStatus, Priority): its `value` is the column's text."""
+
+    @property
+    def value(self) -> str: ...
+
+
+class TaskFilter(Protocol):
+    """The filters of `tasks` and of the CSV export (schema/tasks.py's `TaskFilter`)."""
+
+    @property
+    def status(self) -> _Choice | None: ...
+    @property
+    def priority(self) -> _Choice | None: ...
+    @property
+    def due_from(self) -> date | None: ...
+    @property
+    def due_to(self) -> date | None: ...
+    @property
+    def search(self) -> str | None: ...
+
+
+class CreateTaskInput(Protocol):
+    """A new task's fields (schema/tasks.py's `CreateTaskInput`)."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def status(self) -> _Choice | None: ...
+    @property
+    def priority(self) -> _Choice | None: ...
+    @property
+    def due_date(self) -> date | None: ...
+
+
+class UpdateTaskInput(Protocol):
+    """A task's changed fields; an omitted one is `strawberry.UNSET` (schema/tasks.py)."""
+
+    @property
+    def title(self) -> Any: ...
+    @property
+    def description(self) -> Any: ...
+    @property
+    def status(self) -> Any: ...
+    @property
+    def priority(self) -> Any: ...
+    @property
+    def due_date(self) -> Any: ...
 
 TITLE_MAX = 500
 DESCRIPTION_MAX = 10_000

@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import strawberry
 
-from gateway.context import Info
 from resolvers import analytics as resolve
+from resolvers.context import Info
 
 # `from` is a Python keyword: the argument is `from_` in Python and `from` in the schema.
 FromArg = Annotated[datetime.date | None, strawberry.argument(name="from")]

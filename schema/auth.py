@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import strawberry
 
-from gateway.context import Info
 from resolvers import auth as resolve
+from resolvers.context import Info
 from schema.users import User
 
 

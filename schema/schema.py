@@ -11,12 +11,24 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from graphql import ASTValidationRule
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    ParserCache,
+    SchemaExtension,
+    ValidationCache,
+)
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from gateway.ops.settings import Settings
 from schema.analytics import AnalyticsQuery
 from schema.auth import AuthMutation
+from schema.extensions.cache_report import CacheExtension
+from schema.extensions.errors import ErrorMasking
+from schema.extensions.input_check import InputCheck
+from schema.extensions.limits import Limits, limit_extensions
 from schema.scalars import SCALAR_MAP
 from schema.system import SystemQuery
 from schema.tasks import TaskMutation, TaskQuery
@@ -27,6 +39,22 @@ MUTATION_TYPES: tuple[type, ...] = (AuthMutation, TaskMutation)
 
 Query = merge_types("Query", QUERY_TYPES)
 Mutation = merge_types("Mutation", MUTATION_TYPES) if MUTATION_TYPES else None
+
+
+def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
+    """Error shaping, the query limits, the cache report (`extensions.cache`, see
+    schema/extensions/cache_report.py) and in production no introspection."""
+    production = settings.is_production
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: ErrorMasking(production=production),
+        InputCheck,
+        *limit_extensions(Limits.from_settings(settings)),
+        CacheExtension,
+    ]
+    if production:
+        rules: list[type[ASTValidationRule]] = [NoSchemaIntrospectionCustomRule]
+        extensions.append(lambda: AddValidationRules(rules))
+    return extensions
 
 
 def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], SchemaExtension]] = (),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import strawberry
 
-from gateway.context import Info
+from resolvers.context import Info
 
 
 @strawberry.type

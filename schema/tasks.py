@@ -11,8 +11,8 @@ from typing import Any
 
 import strawberry
 
-from gateway.context import Info
 from resolvers import tasks as resolve
+from resolvers.context import Info
 from schema.pagination import DEFAULT_PAGE_SIZE, Connection, build_connection
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import strawberry
 
-from gateway.context import Info
 from resolvers import analytics as resolve
+from resolvers.context import Info
 from schema.analytics import (
     FromArg,
     Overview,

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import create_app
-from gateway.auth import create_access_token
-from gateway.db import normalize_dsn
-from gateway.embedded import RedisServer, ensure_services, free_port
-from gateway.migrate import migrate
-from gateway.settings import Settings
+from gateway.data.db import normalize_dsn
+from gateway.data.migrate import migrate
+from gateway.dev.embedded import RedisServer, ensure_services, free_port
+from gateway.http.app import create_app
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
 from tests.factories import User, UserFactory
 
 TABLES = ("task_events", "daily_analytics", "rollup_coverage", "refresh_tokens", "tasks", "users")

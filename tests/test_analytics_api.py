@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 
 GQL = Callable[..., Awaitable[dict[str, Any]]]
@@ -218,7 +218,7 @@ async def test_the_overview_is_an_index_only_scan(pool: asyncpg.Pool,
     for _ in range(50):
         await users.task(alice)
     await pool.execute("vacuum analyze tasks")
-    from gateway.db import query
+    from gateway.data.db import query
 
     async with pool.acquire() as conn:
         # 50 rows fit on one page, where a sequential scan is cheaper: ask whether the index can

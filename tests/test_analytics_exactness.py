@@ -22,14 +22,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from domain.changes import affected_days, mark_days_stale
 from tests import analytics_reference as ref
 from tests.factories import UserFactory
-from workers.aggregation import (
-    affected_days,
-    aggregate_range,
-    mark_days_stale,
-    repair_stale,
-)
+from workers.aggregation import aggregate_range, repair_stale
 
 TIMEZONES = ("Pacific/Kiritimati", "Pacific/Pago_Pago", "America/New_York", "Asia/Kolkata")
 HISTORY_DAYS = 120

@@ -13,14 +13,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from domain.changes import affected_days, mark_days_stale
 from tests.factories import UserFactory
-from workers.aggregation import (
-    affected_days,
-    aggregate_closed_days,
-    aggregate_range,
-    mark_days_stale,
-    repair_stale,
-)
+from workers.aggregation import aggregate_closed_days, aggregate_range, repair_stale
 
 GQL = Callable[..., Awaitable[dict[str, Any]]]
 

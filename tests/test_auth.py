@@ -13,11 +13,11 @@ import jwt
 import pytest
 from arq.jobs import Job
 
-from gateway.auth import create_access_token, decode_access_token
+from domain.changes import AGGREGATE_JOB, rebuild_job_id
 from gateway.errors import Unauthenticated
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token, decode_access_token
 from tests.factories import PASSWORD, UserFactory
-from workers.jobs import AGGREGATE_JOB, rebuild_job_id
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.auth import decode_access_token
-from gateway.settings import Settings
-from gateway.tokens import hash_token
+from gateway.ops.settings import Settings
+from gateway.security.access import decode_access_token
+from gateway.security.refresh import hash_token
 from tests.factories import PASSWORD, UserFactory
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]

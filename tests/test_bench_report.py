@@ -127,13 +127,13 @@ def test_quick_mode_and_size_flags_choose_the_datasets() -> None:
 
 def test_profile_summary_ranks_lines_by_self_time(tmp_path: Path) -> None:
     raw = tmp_path / "profile.raw"
-    raw.write_text("main (gateway/app.py:10);fetch (loaders/analytics.py:102) 30\n"
-                   "main (gateway/app.py:10);dumps (orjson) 10\n")
+    raw.write_text("main (gateway/http/app.py:10);fetch (loaders/analytics.py:102) 30\n"
+                   "main (gateway/http/app.py:10);dumps (orjson) 10\n")
     summary = hot_spots(raw)
     lines = summary.splitlines()
     assert lines[0] == "40 samples; top self time:"
     assert lines[1].strip() == "75.0%  fetch (loaders/analytics.py:102)"
-    assert "100.0%  main (gateway/app.py:10)" in summary
+    assert "100.0%  main (gateway/http/app.py:10)" in summary
 
 
 def test_the_sql_baseline_replays_a_request_as_another_user() -> None:

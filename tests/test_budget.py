@@ -8,9 +8,9 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
-from gateway.budget import check_connection_budget, looks_like_pooler
-from gateway.resources import Resources
-from gateway.settings import Settings
+from gateway.data.budget import check_connection_budget, looks_like_pooler
+from gateway.data.resources import Resources
+from gateway.ops.settings import Settings
 
 
 async def server_allows(pool: asyncpg.Pool) -> int:
@@ -22,7 +22,7 @@ async def server_allows(pool: asyncpg.Pool) -> int:
 async def test_pools_that_fit_the_server_log_nothing(
         settings: Settings, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
     small = replace(settings, workers=2, database_pool_size=5, database_max_overflow=10)
-    with caplog.at_level(logging.WARNING, logger="gateway.budget"):
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         [budget] = await check_connection_budget(small, pool)
     assert budget.fits and budget.needed == 30
     assert budget.available <= await server_allows(pool)
@@ -34,7 +34,7 @@ async def test_too_many_workers_for_max_connections_warn_with_the_arithmetic(
     allowed = await server_allows(pool)
     workers = allowed // 15 + 1  # one process more than fits at 5 + 10 connections each
     big = replace(settings, workers=workers, database_pool_size=5, database_max_overflow=10)
-    with caplog.at_level(logging.WARNING, logger="gateway.budget"):
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         [budget] = await check_connection_budget(big, pool)
     assert not budget.fits and budget.needed == workers * 15
     [record] = caplog.records
@@ -45,7 +45,7 @@ async def test_too_many_workers_for_max_connections_warn_with_the_arithmetic(
 async def test_resources_open_runs_the_check(settings: Settings, pool: asyncpg.Pool,
                                              caplog: pytest.LogCaptureFixture) -> None:
     big = replace(settings, workers=10_000)
-    with caplog.at_level(logging.WARNING, logger="gateway.budget"):
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         resources = await Resources.open(big)
         await resources.close()
     assert any("connection budget exceeded on the primary" in r.getMessage()
@@ -56,11 +56,11 @@ async def test_a_transaction_pooler_with_a_statement_cache_is_flagged(
         settings: Settings, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
     pooled = replace(settings, database_url="postgresql://app@ep-cool-1-pooler.eu.aws.neon.tech/db",
                      database_statement_cache_size=100)
-    with caplog.at_level(logging.WARNING, logger="gateway.budget"):
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         await check_connection_budget(pooled, pool)
     assert any("DATABASE_STATEMENT_CACHE_SIZE=0" in r.getMessage() for r in caplog.records)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="gateway.budget"):
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         await check_connection_budget(replace(pooled, database_statement_cache_size=0), pool)
     assert caplog.records == []
 

@@ -1,4 +1,4 @@
-"""The Redis cache of field results (gateway/cache.py), with a small loader over real rows.
+"""The Redis cache of field results (gateway/cache/fields.py), with a small loader over real rows.
 
 `TaskCountLoader` counts a user's tasks of one status: one SQL statement for a batch, and every
 call of `compute` is recorded, so the tests can say exactly what was computed and what was served
@@ -19,16 +19,16 @@ import strawberry
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from gateway.cache import (
+from gateway.cache.fields import (
     KEY_FORMAT,
-    CacheExtension,
     cache_key,
     cache_of,
 )
-from gateway.context import Context
-from gateway.resources import Resources
-from gateway.settings import Settings
+from gateway.data.resources import Resources
+from gateway.ops.settings import Settings
 from loaders.cached import CachedLoader
+from resolvers.context import Context
+from schema.extensions.cache_report import CacheExtension
 from tests.factories import User, UserFactory
 
 Key = tuple[Any, ...]
@@ -89,10 +89,7 @@ async def load(
     resources: Resources, counter: Counter, *keys: Key, notes: dict[str, Any] | None = None
 ) -> list[Any]:
     """One request: a fresh loader (as the context builds per request) loading `keys`."""
-    context = Context(request=None, resources=resources)
-    if notes is not None:
-        context.notes = notes
-    loader = TaskCountLoader(resources, counter).cached(resources, pg_versions(resources), context)
+    loader = TaskCountLoader(resources, counter).cached(resources, pg_versions(resources), notes)
     return list(await loader.load_many(keys))
 
 
@@ -245,7 +242,7 @@ async def test_every_kind_of_change_raises_the_data_version(
         before = await version()
         await pool.execute(sql, user.id)
         assert await version() == before + raised, sql
-    from gateway.db import query
+    from gateway.data.db import query
 
     before = await version()
     await pool.execute(query("bump_data_versions"), [user.id, other.id, user.id])
@@ -354,7 +351,7 @@ class _Query:
         loader = info.context.notes.setdefault(
             "loader",
             TaskCountLoader(info.context.resources, Counter()).cached(
-                info.context.resources, pg_versions(info.context.resources), info.context
+                info.context.resources, pg_versions(info.context.resources), info.context.notes
             ),
         )
         value = await loader.load((uuid.UUID(str(user_id)), "done"))

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway.auth import create_access_token
-from gateway.cache import warm_users
-from gateway.db import query
-from gateway.embedded import RedisServer, free_port
-from gateway.settings import Settings
+from gateway.data.db import query
+from gateway.dev.embedded import RedisServer, free_port
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
+from loaders.warming import warm_users
 from tests.factories import UserFactory
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]

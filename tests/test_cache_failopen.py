@@ -16,12 +16,12 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from gateway.cache import cache_of
-from gateway.circuit import CircuitBreaker, Permit
-from gateway.embedded import RedisServer, free_port
-from gateway.redis import create_redis
-from gateway.resources import Resources
-from gateway.settings import Settings
+from gateway.cache.clients import create_redis
+from gateway.cache.fields import cache_of
+from gateway.data.resources import Resources
+from gateway.dev.embedded import RedisServer, free_port
+from gateway.ops.circuit import CircuitBreaker, Permit
+from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 from tests.test_cache import Counter, load
 

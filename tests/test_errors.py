@@ -14,8 +14,8 @@ import httpx
 import pytest
 from graphql import get_introspection_query
 
-from gateway import sentry
-from gateway.settings import Settings
+from gateway.ops import sentry
+from gateway.ops.settings import Settings
 from tests.conftest import running_app
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
@@ -42,7 +42,7 @@ async def test_an_unexpected_error_is_masked_and_logged_under_the_request_id(
         client: httpx.AsyncClient, failing_database: None, users: Any,
         token_for: Callable[..., str], caplog: pytest.LogCaptureFixture) -> None:
     user = await users.create()
-    caplog.set_level(logging.ERROR, logger="gateway.graphql_errors")
+    caplog.set_level(logging.ERROR, logger="schema.extensions.errors")
     response = await client.post("/graphql", json={"query": "query Me { me { displayName } }"},
                                  headers={"Authorization": f"Bearer {token_for(user.id)}"})
     body = response.json()

@@ -14,7 +14,7 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
 from tests.factories import User, UserFactory
 from tests.test_auth import BAD_KINDS, bad_tokens
 
@@ -207,7 +207,7 @@ async def test_a_reader_that_stops_reading_frees_the_connection(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Nobody iterates the body (a client that left before the first byte): the producer must give
     # up after STALL_TIMEOUT and return its connection rather than hold it for ever.
-    from gateway import export
+    from gateway.http import export
 
     monkeypatch.setattr(export, "STALL_TIMEOUT", 0.2)
     monkeypatch.setattr(export, "CHUNK_BYTES", 1024)
@@ -226,7 +226,7 @@ async def test_a_reader_that_stops_reading_frees_the_connection(
 
 async def test_a_body_closed_early_lets_the_copy_run_out_and_frees_the_connection(
         alice: User, pool: asyncpg.Pool, database_url: str) -> None:
-    from gateway import export
+    from gateway.http import export
 
     await fill(pool, alice, 3000)
     own = await asyncpg.create_pool(database_url, min_size=1, max_size=1)

@@ -4,8 +4,8 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from gateway.embedded import PostgresServer, RedisServer, free_port
-from gateway.settings import Settings
+from gateway.dev.embedded import PostgresServer, RedisServer, free_port
+from gateway.ops.settings import Settings
 from tests.conftest import running_app
 
 

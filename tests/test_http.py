@@ -12,7 +12,7 @@ import httpx
 import orjson
 from graphql import get_introspection_query
 
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
 from tests.conftest import running_app
 
 MiB = 1024 * 1024
@@ -172,7 +172,7 @@ async def test_request_ids(client: httpx.AsyncClient) -> None:
 
 async def test_an_unhandled_error_is_a_json_500_with_the_request_id(
         settings: Settings, monkeypatch: Any) -> None:
-    from gateway import app as app_module
+    from gateway.http import app as app_module
 
     async def broken(request: Any) -> Any:
         raise RuntimeError("secret internals")
@@ -191,8 +191,8 @@ def test_the_middleware_is_pure_asgi() -> None:
     # BaseHTTPMiddleware costs a task and a stream copy per request: none of ours may use it.
     from starlette.middleware.base import BaseHTTPMiddleware
 
-    from gateway.app import middleware_stack
-    from gateway.metrics import RequestMetrics
+    from gateway.http.app import middleware_stack
+    from gateway.ops.metrics import RequestMetrics
 
     settings = Settings.load(environ={"ALLOWED_HOSTS": "a.example"}, env_file=None)
     stack: list[Callable[..., Any]] = [m.cls for m in  # type: ignore[misc]

@@ -28,10 +28,10 @@ import asyncpg
 import pytest
 import yaml
 
-from gateway.db import normalize_dsn
-from gateway.embedded import free_port, postgres_bin_dir, redis_server_binary
-from gateway.migrate import migrate
-from gateway.seed import seed
+from gateway.data.db import normalize_dsn
+from gateway.data.migrate import migrate
+from gateway.dev.embedded import free_port, postgres_bin_dir, redis_server_binary
+from gateway.dev.seed import seed
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
@@ -542,7 +542,7 @@ def test_kubernetes_pods_are_hardened_and_probed() -> None:
 
 
 def test_every_secret_the_kit_passes_as_a_file_is_one_the_service_reads_from_a_file() -> None:
-    from gateway.settings import SECRET_SETTINGS
+    from gateway.ops.settings import SECRET_SETTINGS
 
     compose = compose_config(INFRA / "compose.yaml")
     names = {key for key in compose["services"]["api"]["environment"] if key.endswith("_FILE")}
@@ -777,7 +777,7 @@ async def test_probes_and_scrapes_by_ip_pass_the_kits_allowed_hosts(settings: An
     IP address as Host: the ALLOWED_HOSTS the kit configures must let them through."""
     from dataclasses import replace
 
-    from gateway.settings import _csv
+    from gateway.ops.settings import _csv
     from tests.conftest import running_app
 
     if source == "k8s":

@@ -20,7 +20,7 @@ import pytest
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 from tests.test_workers import arq, run_burst, wait_for, worker_class
 

@@ -15,8 +15,8 @@ import pytest
 import strawberry
 from graphql import get_introspection_query
 
-from gateway.graphql_errors import ErrorMasking
-from gateway.limits import Limits, limit_extensions
+from schema.extensions.errors import ErrorMasking
+from schema.extensions.limits import Limits, limit_extensions
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.logs import JsonFormatter, Redactor, configure_logging
-from gateway.settings import Settings
+from gateway.ops.logs import JsonFormatter, Redactor, configure_logging
+from gateway.ops.settings import Settings
 from tests.conftest import running_app
 
 PASSWORD = "Correct-Horse-Battery-9"
@@ -122,7 +122,7 @@ def test_rotation(settings: Settings, tmp_path: Path, restore_logging: None) -> 
 
 def test_text_format_is_for_people(settings: Settings, tmp_path: Path,
                                    restore_logging: None) -> None:
-    from gateway.logs import RequestInfo, current_request
+    from gateway.ops.logs import RequestInfo, current_request
 
     log_file = tmp_path / "app.log"
     configure_logging(replace(settings, log_format="text", log_file=str(log_file),

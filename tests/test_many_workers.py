@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from arq.connections import ArqRedis
 
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 from tests.test_workers import (
     D_FROM,

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.embedded import free_port
-from gateway.settings import Settings
+from gateway.dev.embedded import free_port
+from gateway.ops.settings import Settings
 
 GUIDE_NAMES = ("analytics_requests_total", "analytics_request_duration_seconds",
                "analytics_cache_hits_total", "analytics_cache_misses_total",
@@ -38,7 +38,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_metrics_has_the_guides_names_without_a_redirect(client: httpx.AsyncClient
                                                                ) -> None:
-    import gateway.cache  # noqa: F401  (defines the cache counters, as the app's resolvers do)
+    import gateway.cache.fields  # noqa: F401  (defines the cache counters, as the app's resolvers do)
 
     await client.post("/graphql", json={"query": "{ version }"})
     response = await client.get("/metrics", follow_redirects=False)
@@ -130,7 +130,7 @@ async def test_pool_gauges(client: httpx.AsyncClient, settings: Settings) -> Non
 def test_metrics_can_be_turned_off(settings: Settings) -> None:
     from dataclasses import replace
 
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     app = create_app(replace(settings, prometheus_enabled=False))
     assert "/metrics" not in {getattr(route, "path", None) for route in app.routes}

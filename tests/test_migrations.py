@@ -7,7 +7,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate, pending
+from gateway.data.migrate import MIGRATIONS_DIR, MigrationError, discover, migrate, pending
 from tests.conftest import _with_database
 
 

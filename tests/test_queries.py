@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.db import _INCLUDE, QUERIES, load_queries
+from gateway.data.db import _INCLUDE, QUERIES, load_queries
 
 
 def test_includes_are_expanded_once_at_load(tmp_path: Path) -> None:

@@ -12,12 +12,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.app import create_app
-from gateway.embedded import free_port
+from gateway.cache.clients import create_redis
+from gateway.dev.embedded import free_port
 from gateway.errors import RateLimited, ServiceUnavailable
-from gateway.ratelimit import RateLimiter, SlidingWindow, TrustedProxies, client_ip
-from gateway.redis import create_redis
-from gateway.settings import Settings
+from gateway.http.app import create_app
+from gateway.ops.settings import Settings
+from gateway.security.ratelimit import RateLimiter, SlidingWindow, TrustedProxies, client_ip
 
 QUERY = {"query": "{ version }"}
 

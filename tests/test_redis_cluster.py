@@ -23,13 +23,13 @@ import pytest
 from redis.asyncio import Redis, RedisCluster
 from redis.crc import key_slot
 
-from gateway.auth import create_access_token
-from gateway.cache import cache_key
-from gateway.embedded import RedisServer, port_is_free, redis_server_binary
-from gateway.ratelimit import SlidingWindow
-from gateway.redis import create_redis
-from gateway.replica import _get_many, ryw_key
-from gateway.settings import Settings
+from gateway.cache.clients import create_redis
+from gateway.cache.fields import cache_key
+from gateway.data.replica import _get_many, ryw_key
+from gateway.dev.embedded import RedisServer, port_is_free, redis_server_binary
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
+from gateway.security.ratelimit import SlidingWindow
 from tests.conftest import running_app
 from tests.factories import UserFactory
 

@@ -22,12 +22,12 @@ import pytest
 from arq.connections import create_pool
 from redis.asyncio import Redis
 
-from gateway.cache import cache_of
-from gateway.embedded import RedisServer, free_port, redis_server_binary
-from gateway.ratelimit import SlidingWindow
-from gateway.redis import create_redis
-from gateway.resources import arq_redis_settings
-from gateway.settings import Settings
+from gateway.cache.clients import create_redis
+from gateway.cache.fields import cache_of
+from gateway.data.resources import arq_redis_settings
+from gateway.dev.embedded import RedisServer, free_port, redis_server_binary
+from gateway.ops.settings import Settings
+from gateway.security.ratelimit import SlidingWindow
 from loaders.analytics import OverviewLoader
 from tests.factories import UserFactory
 

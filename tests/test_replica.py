@@ -20,13 +20,13 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.auth import create_access_token
-from gateway.budget import check_connection_budget
-from gateway.embedded import PostgresServer, _give_to, _run_as, free_port
-from gateway.migrate import migrate
-from gateway.replica import parse_lsn, router_of, ryw_key
-from gateway.resources import Resources
-from gateway.settings import Settings
+from gateway.data.budget import check_connection_budget
+from gateway.data.migrate import migrate
+from gateway.data.replica import parse_lsn, router_of, ryw_key
+from gateway.data.resources import Resources
+from gateway.dev.embedded import PostgresServer, _give_to, _run_as, free_port
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
 from loaders.analytics import OverviewLoader
 from tests.conftest import running_app
 from tests.factories import User, UserFactory

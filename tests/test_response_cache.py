@@ -1,4 +1,4 @@
-"""The whole-response cache in front of GraphQL (gateway/response_cache.py): a repeated own
+"""The whole-response cache in front of GraphQL (gateway/http/response_cache.py): a repeated own
 dashboard is answered from Redis, a change shows at once, nothing leaks between users, and
 everything that is not a plain own-dashboard query goes through GraphQL."""
 
@@ -16,9 +16,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from gateway.auth import create_access_token
-from gateway.embedded import RedisServer, free_port
-from gateway.settings import Settings
+from gateway.dev.embedded import RedisServer, free_port
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
 from tests.conftest import running_app
 from tests.factories import UserFactory
 

@@ -3,7 +3,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 
-from gateway.seed import ADMIN_EMAIL, DEMO_EMAIL, Chunk, ChunkSpec, generate_chunk, seed
+from gateway.dev.seed import ADMIN_EMAIL, DEMO_EMAIL, Chunk, ChunkSpec, generate_chunk, seed
 
 
 async def test_seed_writes_consistent_users_tasks_and_history(pool: asyncpg.Pool) -> None:
@@ -82,7 +82,7 @@ async def test_a_failed_bulk_load_leaves_tables_and_indexes_as_they_were(
         return users, tasks, events
 
     schema_before = await _schema_of_task_tables(pool)
-    monkeypatch.setattr("gateway.seed.generate_chunk", bad_chunk)
+    monkeypatch.setattr("gateway.dev.seed.generate_chunk", bad_chunk)
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.CheckViolationError):
             await seed(conn, users=4, days=10, tasks_per_user=5, chunk_users=2, bulk=True,

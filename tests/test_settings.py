@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import DEV_JWT_SECRET, JWT_PLACEHOLDER, Settings, SettingsError
+from gateway.ops.settings import DEV_JWT_SECRET, JWT_PLACEHOLDER, Settings, SettingsError
 
 
 def load(**env: str) -> Settings:
@@ -73,7 +73,7 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
 
 
 def test_example_env_file_lists_every_setting() -> None:
-    from gateway.settings import documented_settings, read_env_file
+    from gateway.ops.settings import documented_settings, read_env_file
 
     example = read_env_file(Path(__file__).parent.parent / ".env.example")
     missing = [name for name, _, _ in documented_settings() if name not in example]
@@ -90,7 +90,7 @@ def test_cli_stops_with_one_line_naming_the_setting() -> None:
 
 
 def test_readme_configuration_table_names_every_setting() -> None:
-    from gateway.settings import documented_settings
+    from gateway.ops.settings import documented_settings
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert [name for name, _, _ in documented_settings() if f"`{name}`" not in readme] == []

@@ -19,9 +19,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway.db import create_pool
-from gateway.embedded import free_port
-from gateway.settings import Settings
+from gateway.data.db import create_pool
+from gateway.dev.embedded import free_port
+from gateway.ops.settings import Settings
 from tests.conftest import running_app
 
 ME = {"query": "{ me { id } }"}
@@ -153,7 +153,7 @@ def test_graceful_shutdown_finishes_the_request_in_flight(settings: Settings,
 
 async def test_a_wait_that_gives_up_outside_graphql_is_503_not_504(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway import app as app_module
+    from gateway.http import app as app_module
 
     async def waits_for_a_connection(request: Any) -> Any:
         raise TimeoutError  # as Pool.acquire does after DATABASE_POOL_TIMEOUT

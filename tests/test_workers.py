@@ -26,12 +26,18 @@ from arq.worker import Worker, create_worker
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from gateway import events
-from gateway.resources import Resources, arq_redis_settings
-from gateway.settings import Settings
+from domain import changes as events
+from domain.changes import (
+    affected_days,
+    enqueue_rebuild,
+    enqueue_repair,
+    mark_days_stale,
+    repair_job_id,
+)
+from gateway.data.resources import Resources, arq_redis_settings
+from gateway.ops.settings import Settings
 from tests.factories import User, UserFactory
-from workers import NIGHTLY_CRON, REPAIR_JOB, jobs
-from workers.aggregation import affected_days, mark_days_stale
+from workers import NIGHTLY_CRON, REPAIR_JOB
 from workers.metrics import MAX_TRIES, backoff_seconds
 from workers.settings import build_worker_settings
 
@@ -312,7 +318,7 @@ async def test_a_change_to_a_rolled_up_day_is_repaired_and_the_cache_version_bum
         await resources.close()
     assert await pool.fetchval("select count(*) from daily_analytics where stale") >= 1
     # The burst of edits queued one repair job, under the user's id.
-    assert [j.job_id for j in await arq.queued_jobs()] == [jobs.repair_job_id(user.id)]
+    assert [j.job_id for j in await arq.queued_jobs()] == [repair_job_id(user.id)]
 
     repairs_before = runs("repair_stale", "success")
     worker = await run_burst(worker_class(settings))
@@ -330,8 +336,8 @@ async def test_a_change_to_a_rolled_up_day_is_repaired_and_the_cache_version_bum
 async def test_a_duplicate_enqueue_runs_once(
         pool: asyncpg.Pool, arq: ArqRedis, users: UserFactory, settings: Settings) -> None:
     user = await users.create()
-    assert await jobs.enqueue_repair(arq, user.id, delay=0) is True
-    assert await jobs.enqueue_repair(arq, user.id, delay=0) is False
+    assert await enqueue_repair(arq, user.id, delay=0) is True
+    assert await enqueue_repair(arq, user.id, delay=0) is False
     before = runs("repair_stale", "success")
 
     worker = await run_burst(worker_class(settings))
@@ -339,29 +345,29 @@ async def test_a_duplicate_enqueue_runs_once(
     assert worker.jobs_complete == 1
     assert runs("repair_stale", "success") == before + 1
     # No result is kept under the fixed id, so the next change can enqueue again.
-    assert await jobs.enqueue_repair(arq, user.id, delay=0) is True
+    assert await enqueue_repair(arq, user.id, delay=0) is True
 
 
 async def test_a_failed_repair_does_not_block_the_next_one(
         pool: asyncpg.Pool, arq: ArqRedis, users: UserFactory, settings: Settings) -> None:
     user = await users.create()
-    job_id = jobs.repair_job_id(user.id)
+    job_id = repair_job_id(user.id)
     # A repair that ran out of tries: arq keeps that failure's result under the job's id.
     await arq.enqueue_job(REPAIR_JOB, user.id, _job_id=job_id, _job_try=MAX_TRIES + 1)
     worker = await run_burst(worker_class(settings))
     assert worker.jobs_failed == 1
     assert await Job(job_id, arq).result_info() is not None
 
-    assert await jobs.enqueue_repair(arq, user.id, delay=0) is True
+    assert await enqueue_repair(arq, user.id, delay=0) is True
     worker = await run_burst(worker_class(settings))
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
 
 
 async def test_enqueue_repair_without_redis_is_a_quiet_no_op() -> None:
-    assert await jobs.enqueue_repair(None, uuid.uuid4()) is False
+    assert await enqueue_repair(None, uuid.uuid4()) is False
     down = ArqRedis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
     try:
-        assert await jobs.enqueue_repair(down, uuid.uuid4()) is False
+        assert await enqueue_repair(down, uuid.uuid4()) is False
     finally:
         await down.aclose()
 
@@ -549,8 +555,8 @@ async def test_a_rebuild_aggregates_a_users_whole_history_once(
     now = await pool.fetchval("select now()")
     data = await users_in_every_timezone(users, pool, now - timedelta(days=40), now, 50, 12)
     user = next(u for u in data if u.timezone == "Pacific/Pago_Pago")
-    assert await jobs.enqueue_rebuild(arq, user.id) is True
-    assert await jobs.enqueue_rebuild(arq, user.id) is False  # already queued
+    assert await enqueue_rebuild(arq, user.id) is True
+    assert await enqueue_rebuild(arq, user.id) is False  # already queued
     worker = await run_burst(worker_class(settings))
     assert (worker.jobs_complete, worker.jobs_failed) == (1, 0)
 
@@ -560,7 +566,7 @@ async def test_a_rebuild_aggregates_a_users_whole_history_once(
                 min(t["due_date"] for t in data[user] if not t["deleted"] and t["due_date"]))
     assert await rollup_rows(pool, [u.id for u in data]) == expected_rows(
         {user: data[user]}, lambda _: day_range(first, yesterday))
-    assert await jobs.enqueue_rebuild(arq, user.id) is True  # its kept result does not block
+    assert await enqueue_rebuild(arq, user.id) is True  # its kept result does not block
 
 
 async def test_an_update_through_graphql_queues_the_repair_that_fixes_the_rollup(
@@ -581,7 +587,7 @@ async def test_an_update_through_graphql_queues_the_repair_that_fixes_the_rollup
                      token=token_for(user.id))
     assert body["data"]["updateTask"]["dueDate"] == D_TO.isoformat(), body
     assert await pool.fetchval("select count(*) from daily_analytics where stale") >= 1
-    assert [j.job_id for j in await arq.queued_jobs()] == [jobs.repair_job_id(user.id)]
+    assert [j.job_id for j in await arq.queued_jobs()] == [repair_job_id(user.id)]
 
     await run_burst(worker_class(settings))
 

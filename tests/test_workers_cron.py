@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from arq.cron import next_cron
 
-from gateway.settings import Settings, SettingsError
+from gateway.ops.settings import Settings, SettingsError
 from workers.cron import CronError, cron_arguments, parse_cron
 from workers.settings import build_worker_settings
 

@@ -15,21 +15,21 @@ from typing import Any
 __all__ = ["AGGREGATE_JOB", "NIGHTLY_CRON", "REFRESH_VIEWS_JOB", "REPAIR_JOB", "WARM_CACHE_CRON",
            "WARM_CACHE_JOB", "WorkerSettings"]
 
-# The names jobs are enqueued under, shared by the worker, the API and the CLI. They live here,
-# free of imports, so that enqueueing never has to load the jobs' own dependencies.
-AGGREGATE_JOB = "aggregate"
-REPAIR_JOB = "repair_stale"
-REFRESH_VIEWS_JOB = "refresh_views"
-WARM_CACHE_JOB = "warm_cache"
-# Cron job names; distinct from the function names, which arq keeps in the same dict.
-NIGHTLY_CRON = "cron:aggregate_nightly"
-WARM_CACHE_CRON = "cron:warm_cache"
+# The names jobs are enqueued under live in domain/changes.py (the API enqueues them too).
+from domain.changes import (  # re-exported: `workers.AGGREGATE_JOB` and so on
+    AGGREGATE_JOB,
+    NIGHTLY_CRON,
+    REFRESH_VIEWS_JOB,
+    REPAIR_JOB,
+    WARM_CACHE_CRON,
+    WARM_CACHE_JOB,
+)
 
 
 def __getattr__(name: str) -> Any:
     if name != "WorkerSettings":
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from gateway.settings import SettingsError
+    from gateway.ops.settings import SettingsError
     from workers.settings import build_worker_settings, load_settings
 
     try:

@@ -7,23 +7,22 @@ the live reads, run for batches of users, each batch in one transaction. Everyth
 idempotent: running it twice writes the same rows.
 
 The arq jobs around these functions live elsewhere in `workers/`; task mutations call
-`affected_days` and `mark_days_stale` inside their own transactions.
+`domain.changes.affected_days` and `mark_days_stale` inside their own transactions.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import date
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from gateway.db import query
+from gateway.data.db import query
 
 # The task columns whose values decide which days' figures a task contributes to.
-_ANALYTIC_COLUMNS = ("status", "priority", "due_date", "created_at", "completed_at", "deleted")
+
 
 
 async def _aggregate_batch(pool: asyncpg.Pool, user_ids: Sequence[uuid.UUID],
@@ -97,40 +96,3 @@ async def repair_stale(pool: asyncpg.Pool,
     return [r["user_id"] for r in rows]
 
 
-async def mark_days_stale(conn: asyncpg.Connection, user_id: uuid.UUID,
-                          days: Iterable[date]) -> None:
-    """Mark rollup days stale, inside the caller's transaction (a task mutation's).
-
-    Only days inside the user's coverage are marked (others are computed live anyway). The user
-    row is locked first so that a concurrent aggregation of this user either finished before
-    (and this sees its coverage) or starts after this transaction commits (and sees the change).
-    """
-    wanted = sorted(set(days))
-    if not wanted:
-        return
-    await conn.execute(query("rollup_lock_user"), user_id)
-    await conn.execute(query("rollup_mark_stale"), user_id, wanted)
-
-
-def _local_day(value: datetime | None, tz: ZoneInfo) -> date | None:
-    return value.astimezone(tz).date() if value is not None else None
-
-
-def affected_days(task_row_before: Mapping[str, Any] | None,
-                  task_row_after: Mapping[str, Any] | None, tz: str) -> set[date]:
-    """The local days whose figures a task change can alter: the created, completed and due days
-    of the task before and after the change. Empty when nothing analytics reads has changed (a new
-    title, say). Rows are mappings with the `tasks` columns (asyncpg Records work)."""
-    if task_row_before is not None and task_row_after is not None and all(
-            task_row_before.get(c) == task_row_after.get(c) for c in _ANALYTIC_COLUMNS):
-        return set()
-    zone = ZoneInfo(tz)
-    days: set[date] = set()
-    for row in (task_row_before, task_row_after):
-        if row is None:
-            continue
-        for day in (_local_day(row.get("created_at"), zone),
-                    _local_day(row.get("completed_at"), zone), row.get("due_date")):
-            if day is not None:
-                days.add(day)
-    return days

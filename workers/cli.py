@@ -25,9 +25,9 @@ from arq.constants import default_queue_name, job_key_prefix
 from arq.jobs import Job, JobDef, JobResult, JobStatus
 from redis.exceptions import RedisError
 
-from gateway.resources import arq_redis_settings
-from gateway.settings import Settings
-from workers import AGGREGATE_JOB, WARM_CACHE_JOB
+from domain.changes import AGGREGATE_JOB, WARM_CACHE_JOB
+from gateway.data.resources import arq_redis_settings
+from gateway.ops.settings import Settings
 
 ABORT_WAIT_S = 10.0
 MAX_BACKFILL_DAYS = 3660  # ten years: anything longer is a typo
@@ -36,7 +36,7 @@ MAX_BACKFILL_DAYS = 3660  # ten years: anything longer is a typo
 def _settings() -> Settings:
     settings = Settings.load()
     if not settings.redis_url:
-        from gateway.services import resolve_services
+        from gateway.dev.services import resolve_services
 
         settings, _ = resolve_services(settings, export=False)
     return settings

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.settings import SettingsError
+from gateway.ops.settings import SettingsError
 
 MACROS = {
     "@yearly": "0 0 1 1 *",

@@ -5,13 +5,12 @@ start-up), returns a dict of counts (arq stores it as the job's result) and is w
 `workers.metrics.instrumented` for metrics, the JSON log line and retries of transient failures.
 The SQL of the aggregation lives in `workers/aggregation.py`; the rest in `sql/queries/jobs.sql`.
 
-Jobs are enqueued by name (the names are in `workers/__init__.py`); the deterministic ids and the
-enqueue helpers are here, so that the API (`gateway/events.py`) and the worker agree on them.
+Jobs are enqueued by name; the names, the deterministic ids and the enqueue helpers are in
+domain/changes.py, so that the API and the worker agree on them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
@@ -19,102 +18,32 @@ from datetime import date
 from typing import Any
 
 import asyncpg
-from arq.connections import ArqRedis
-from arq.constants import result_key_prefix
-from arq.jobs import Job, JobStatus
 from redis.exceptions import RedisError
 
-from gateway import cache
-from gateway.db import query
-from workers import (
+import workers.aggregation as aggregation
+from domain.changes import (
     AGGREGATE_JOB,
     REFRESH_VIEWS_JOB,
     REPAIR_JOB,
     WARM_CACHE_JOB,
-    aggregation,
+    enqueue_unique,
 )
+from gateway.data.db import query
+from loaders.warming import warm_users
 from workers.metrics import instrumented
 
 log = logging.getLogger(__name__)
 
 
+REFRESH_VIEWS_JOB_ID = "refresh-views"
 MATERIALIZED_VIEWS = ("user_task_stats", "user_priority_distribution",
                       "user_status_distribution", "user_monthly_trends")
-REPAIR_DELAY_S = 2.0       # a burst of edits within this window is repaired by one run
 REFRESH_DELAY_S = 60.0     # repairs within this window share one view refresh
 REPAIR_PASSES = 3          # re-run the repair while a change marked new days stale meanwhile
 ACTIVE_DAYS = 7            # cache warming covers users active this many days
 BATCH_SIZE = 1000          # users per aggregation transaction
-ENQUEUE_TIMEOUT_S = 1.0    # a mutation's response never waits longer on Redis than this
 PROGRESS_KEY_PREFIX = "jobs:progress:v1:"  # v1: the value is the last committed user id
 PROGRESS_TTL_S = 88_400    # as long as arq counts the job's tries (its `arq:retry:` key)
-
-
-def repair_job_id(user_id: uuid.UUID) -> str:
-    """One repair job per user: a second enqueue while one is queued is a no-op."""
-    return f"repair-stale:{user_id}"
-
-
-REFRESH_VIEWS_JOB_ID = "refresh-views"
-
-
-async def enqueue_unique(arq: ArqRedis, function: str, job_id: str, *args: Any,
-                         delay: float = 0.0) -> bool:
-    """Enqueue `function` under a fixed `job_id` unless that job is already queued or running.
-
-    arq refuses an id while its job or its stored result exists. The unique jobs keep no result,
-    but a job that failed for good leaves one (arq stores failures with the worker's default
-    `keep_result`); that stale result is dropped so that the next change can enqueue again.
-    Returns whether a new job was queued.
-    """
-    job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None)
-    if job is not None:
-        return True
-    if await Job(job_id, arq).status() == JobStatus.complete:
-        await arq.delete(result_key_prefix + job_id)
-        job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None)
-    return job is not None
-
-
-async def enqueue_repair(arq: ArqRedis | None, user_id: uuid.UUID, *,
-                         delay: float = REPAIR_DELAY_S) -> bool:
-    """Queue the re-aggregation of a user's stale days; called after a mutation commits.
-
-    Best effort, never raises: the change is committed and readers compute stale days live, so a
-    Redis that is down (`arq` None) or slow costs only speed; the nightly run repairs what is left.
-    """
-    if arq is None:
-        return False
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
-            return await enqueue_unique(arq, REPAIR_JOB, repair_job_id(user_id), user_id,
-                                        delay=delay)
-    except Exception as exc:
-        log.warning("stale-day repair of user %s not enqueued: %s", user_id,
-                    type(exc).__name__)
-        return False
-
-
-def rebuild_job_id(user_id: uuid.UUID) -> str:
-    return f"rebuild:{user_id}"
-
-
-async def enqueue_rebuild(arq: ArqRedis | None, user_id: uuid.UUID) -> bool:
-    """Queue the aggregation of a user's whole history (first task day to local yesterday).
-
-    For a change that invalidates every rollup day of a user, such as a new timezone (the profile
-    mutation deletes the user's rows and coverage; the nightly run alone would only rebuild
-    yesterday). One per user at a time; best effort and never raises, like `enqueue_repair`.
-    """
-    if arq is None:
-        return False
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
-            return await enqueue_unique(arq, AGGREGATE_JOB, rebuild_job_id(user_id), None, None,
-                                        [user_id])
-    except Exception as exc:
-        log.warning("rollup rebuild of user %s not enqueued: %s", user_id, type(exc).__name__)
-        return False
 
 
 # --- helpers shared by the jobs ------------------------------------------------------------------
@@ -265,5 +194,5 @@ async def warm_cache(ctx: dict[str, Any]) -> dict[str, Any]:
     user_ids = [row["id"] for row in await ctx["pool"].fetch(query("active_user_ids"),
                                                              ACTIVE_DAYS)]
     # The cache layer computes the figures under the very keys the dashboard's resolvers read.
-    warmed = await cache.warm_users(ctx["resources"], user_ids) if user_ids else 0
+    warmed = await warm_users(ctx["resources"], user_ids) if user_ids else 0
     return {"active_users": len(user_ids), "warmed": warmed}

@@ -17,19 +17,19 @@ from typing import Any
 
 from arq import cron, func
 
-from gateway.db import create_pool
-from gateway.redis import create_redis
-from gateway.resources import Resources, arq_redis_settings
-from gateway.settings import Settings
-from workers import (
+import workers.jobs as jobs
+from domain.changes import (
     AGGREGATE_JOB,
     NIGHTLY_CRON,
     REFRESH_VIEWS_JOB,
     REPAIR_JOB,
     WARM_CACHE_CRON,
     WARM_CACHE_JOB,
-    jobs,
 )
+from gateway.cache.clients import create_redis
+from gateway.data.db import create_pool
+from gateway.data.resources import Resources, arq_redis_settings
+from gateway.ops.settings import Settings
 from workers.cron import cron_arguments
 from workers.metrics import MAX_TRIES, RETRY_BASE_S, RUN_LOGGER, start_metrics_server
 
@@ -44,7 +44,7 @@ def load_settings() -> Settings:
     in with the embedded servers (started if need be), as `python -m gateway dev` does."""
     settings = Settings.load()
     if not settings.database_url or not settings.redis_url:
-        from gateway.services import resolve_services
+        from gateway.dev.services import resolve_services
 
         settings, _ = resolve_services(settings)
     return settings
@@ -81,7 +81,7 @@ def configure_worker_logging(settings: Settings) -> None:
     whatever LOG_FORMAT says, so that log pipelines can parse it. arq's own lines keep the
     handler the `arq` command gave them (propagating too would print them twice)."""
     try:
-        from gateway.logs import Redactor, configure_logging, settings_secrets
+        from gateway.ops.logs import Redactor, configure_logging, settings_secrets
     except ImportError:  # pragma: no cover - the API's logging module is optional here
         logging.basicConfig(level=settings.log_level)
         redact: Callable[[str], str] = str

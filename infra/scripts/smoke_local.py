@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
 
-from gateway.db import normalize_dsn  # noqa: E402
-from gateway.embedded import RedisServer, ensure_services, free_port  # noqa: E402
+from gateway.data.db import normalize_dsn  # noqa: E402
+from gateway.dev.embedded import RedisServer, ensure_services, free_port  # noqa: E402
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0

@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.auth import bearer_token, decode_access_token
-from gateway.db import create_pool
+from gateway.cache.clients import create_redis
+from gateway.data.db import create_pool
 from gateway.errors import Unauthenticated
-from gateway.redis import create_redis
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
+from gateway.security.access import bearer_token, decode_access_token
 
 Statement = tuple[str, tuple[Any, ...], bool]  # SQL, arguments, whether it returns rows
 

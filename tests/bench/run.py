@@ -45,12 +45,12 @@ from typing import Any
 import asyncpg
 import httpx
 
-from gateway.auth import create_access_token
-from gateway.db import normalize_dsn
-from gateway.embedded import PostgresServer, RedisServer, _give_to, _run_as, free_port
-from gateway.migrate import migrate
-from gateway.seed import ADMIN_EMAIL, seed
-from gateway.settings import Settings
+from gateway.data.db import normalize_dsn
+from gateway.data.migrate import migrate
+from gateway.dev.embedded import PostgresServer, RedisServer, _give_to, _run_as, free_port
+from gateway.dev.seed import ADMIN_EMAIL, seed
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
 from tests.bench.baseline import redis_key
 from tests.bench.report import (
     Job,
@@ -346,7 +346,7 @@ async def aggregation_jobs(dsn: str, users: int, settings: Settings) -> list[Job
     except ImportError as exc:
         return [Job(name, users, 0, 0, f"workers.aggregation not importable ({exc})")
                 for name in names]
-    from gateway.db import create_pool
+    from gateway.data.db import create_pool
 
     options: dict[str, Any] = {}
     with contextlib.suppress(ImportError):
@@ -441,7 +441,7 @@ async def record_sql(settings: Settings, requests: dict[str, tuple[uuid.UUID, st
                      ) -> dict[str, dict[str, Any]]:
     """For each named request (user, token, body): the SQL one uncached GraphQL request runs,
     recorded in this process through the real application."""
-    from gateway.app import create_app
+    from gateway.http.app import create_app
 
     app = create_app(replace(settings, enable_query_cache=False))
     recorded: dict[str, dict[str, Any]] = {}

@@ -29,8 +29,8 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.embedded import RedisServer, free_port
-from gateway.settings import Settings
+from gateway.dev.embedded import RedisServer, free_port
+from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.slow

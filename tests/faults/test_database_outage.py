@@ -21,10 +21,10 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.auth import create_access_token
-from gateway.embedded import PostgresServer, free_port
-from gateway.migrate import migrate
-from gateway.settings import Settings
+from gateway.data.migrate import migrate
+from gateway.dev.embedded import PostgresServer, free_port
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
 from tests.conftest import running_app
 from tests.factories import PASSWORD, UserFactory
 

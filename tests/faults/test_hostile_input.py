@@ -13,7 +13,7 @@ import asyncpg
 import httpx
 import pytest
 
-from gateway.settings import Settings
+from gateway.ops.settings import Settings
 from tests.factories import PASSWORD, User, UserFactory
 
 NUL = "a\u0000b"

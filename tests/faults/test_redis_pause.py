@@ -32,14 +32,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.auth import create_access_token
-from gateway.cache import cache_of
-from gateway.circuit import CircuitOpen
-from gateway.embedded import RedisServer, free_port
+from gateway.cache.clients import breaker_for, create_redis
+from gateway.cache.fields import cache_of
+from gateway.dev.embedded import RedisServer, free_port
 from gateway.errors import ServiceUnavailable
-from gateway.ratelimit import REDIS_FAILURES, RateLimiter
-from gateway.redis import breaker_for, create_redis
-from gateway.settings import Settings
+from gateway.ops.circuit import CircuitOpen
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
+from gateway.security.ratelimit import REDIS_FAILURES, RateLimiter
 from tests.conftest import running_app
 from tests.factories import UserFactory
 

@@ -30,7 +30,8 @@ import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
-from gateway.db import query
+from domain.changes import AGGREGATE_JOB
+from gateway.data.db import query
 from tests.factories import User, UserFactory
 from tests.test_many_workers import COVERAGE, SNAPSHOT, job_runs
 from tests.test_workers import (
@@ -46,7 +47,6 @@ from tests.test_workers import (
     wait_for,
     worker_backend_waiting_on_lock,
 )
-from workers import AGGREGATE_JOB
 from workers.aggregation import aggregate_range
 from workers.heartbeat import job_heartbeat
 from workers.jobs import BATCH_SIZE

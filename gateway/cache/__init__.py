@@ -1,0 +1,1 @@
+"""The Redis side: clients and their breaker, and the cache of field results."""

@@ -1,0 +1,471 @@
+"""The Redis cache of analytics field results: versioned keys, single flight, fail-open.
+
+A cached figure lives at `analytics:{<user_id>}:f<FORMAT>:v<version>:<field>:<args...>`:
+
+- the `{user_id}` hash tag keeps all of a user's keys in one Redis Cluster slot;
+- `f<FORMAT>` is the format of the stored values: entries written by a release that shaped them
+  differently are never read (bump `KEY_FORMAT` when a value's shape changes);
+- `<version>` is the user's `users.data_version` in PostgreSQL, which the transaction of every
+  change to the user's figures raises (triggers of sql/migrations/0002_data_versions.sql). The
+  request reads it from PostgreSQL (with the user row it loads anyway) before it reads the cache,
+  so an entry computed before an acknowledged write is never answered after it, whatever Redis
+  lost, kept or restored; the old keys simply expire with their TTL (docs/cache.md);
+- the user id, field and every argument are in the key, so one user's figure can never be
+  answered to another.
+
+A batch of keys costs one `MGET` of the values; misses are computed with one `compute` call and
+written back with one pipelined `SET ... EX`.
+
+Stampedes: concurrent misses of one key in this process await a single computation (single
+flight), and across processes a short `SET NX PX` lock lets one process compute while the others
+poll the value for a moment, then compute themselves if it does not come.
+
+Fail-open: every Redis call goes through `resources.cache_redis` (200 ms timeouts, no retries) and
+the client's circuit breaker (`gateway.cache.clients.breaker_for`, shared with the rate limiter);
+any Redis failure is a miss. A call gets `REDIS_CACHE_TIMEOUT` in all, pool and connect included;
+the first failure opens the breaker, cuts short the calls still waiting on Redis, and skips Redis
+for `CACHE_CIRCUIT_SECONDS`, after which one call probes it. So a hung Redis costs a request at most
+about one timeout. For a lock's lifetime after a failure nobody waits on another's lock (it may be
+an orphan whose value and release were lost): the waiter computes. Nothing has to be replayed when
+Redis returns: invalidation lives in PostgreSQL, not in Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from functools import partial
+from typing import Any, TypeVar
+
+import orjson
+from prometheus_client import Counter
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.cache.clients import breaker_for
+from gateway.ops.circuit import CircuitOpen
+from gateway.ops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Key = tuple[Any, ...]
+"""A loader key: the user id first, then the field's arguments (dates, strings, enums, None)."""
+Compute = Callable[[list[Key]], Awaitable[Sequence[Any]]]
+
+CACHE_HITS = Counter("analytics_cache_hits_total", "Analytics field results answered from Redis",
+                     ["field"])
+CACHE_MISSES = Counter("analytics_cache_misses_total",
+                       "Analytics field results computed because Redis did not have them",
+                       ["field"])
+
+LOCK_TTL_MS = 5000        # a computing process's claim on a key; expires if the process dies
+LOCK_WAIT_SECONDS = 2.0   # how long a process polls for another's result before computing itself
+POLL_INTERVAL = 0.02
+REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
+# Delete a lock only if it is still ours (it may have expired and been taken by another process).
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+class CacheUnavailable(Exception):
+    """Redis failed or is being skipped by the circuit breaker: treat as a miss."""
+
+
+class _LeaderGone(Exception):
+    """The request computing a key was cancelled; whoever waited for it computes instead."""
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+KEY_FORMAT = 2
+"""The format of cache keys and values; 2: versions from PostgreSQL (1 kept them in Redis)."""
+Versions = Mapping[Any, int]
+"""Each user's `users.data_version`, as the request read it from PostgreSQL."""
+
+
+def _arg(value: Any) -> str:
+    """One key argument as text; `:` is escaped so that arguments cannot run into each other."""
+    if value is None:
+        return "-"
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, date | datetime):
+        value = value.isoformat()
+    return str(value).replace("%", "%25").replace(":", "%3A")
+
+
+def cache_key(field: str, key: Key, version: int) -> str:
+    """`analytics:{<user_id>}:f<FORMAT>:v<version>:<field>:<args...>` for a loader key."""
+    user_id, *args = key
+    parts = [f"analytics:{{{user_id}}}:f{KEY_FORMAT}:v{version}:{field}",
+             *(_arg(a) for a in args)]
+    return ":".join(parts)
+
+
+def _lock_key(key: str) -> str:
+    return f"{key}:lock"
+
+
+# --- values ----------------------------------------------------------------------------------
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"cannot cache a {type(value).__name__}")
+
+
+def encode(value: Any, written_at: float) -> bytes:
+    """The stored form: `[written_at, value]`, so that a hit can report its age."""
+    return orjson.dumps([written_at, value], default=_default)
+
+
+def decode(raw: bytes) -> tuple[Any, float]:
+    written_at, value = orjson.loads(raw)
+    return value, float(written_at)
+
+
+async def _mget(redis: Redis, keys: list[str]) -> list[bytes | None]:
+    """MGET that also works on Redis Cluster, where keys of several users span slots."""
+    mget_nonatomic = getattr(redis, "mget_nonatomic", None)
+    if mget_nonatomic is not None:
+        return list(await mget_nonatomic(keys))
+    return list(await redis.mget(keys))
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+
+class QueryCache:
+    """The cache of one process: its Redis client, circuit breaker and in-flight computations."""
+
+    def __init__(self, redis: Redis, settings: Settings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.redis = redis
+        self.enabled = settings.enable_query_cache
+        self.ttls = {"overview": settings.cache_ttl_overview,
+                     "trends": settings.cache_ttl_trends,
+                     "productivity": settings.cache_ttl_productivity}
+        self.default_ttl = min(self.ttls.values())
+        # The client's breaker, shared with the rate limiter (and the response cache, through
+        # this cache): calls of REDIS_CACHE_TIMEOUT in all, skipped for CACHE_CIRCUIT_SECONDS
+        # after a failure, and never more in flight than the pool has connections (redis-py's
+        # pool raises "Too many connections" instead of waiting, which would trip the breaker).
+        self.breaker = breaker_for(redis, settings)
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # flushes in progress (kept referenced)
+        self._mget_queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
+
+    # -- Redis calls, all through the breaker --
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await self.breaker.call(op, REDIS_FAILURES)
+        except CircuitOpen as exc:
+            raise CacheUnavailable(str(exc)) from None
+        except REDIS_FAILURES as exc:  # logged by the breaker when it opens
+            raise CacheUnavailable(type(exc).__name__) from exc
+
+    async def mget(self, keys: list[str]) -> list[bytes | None]:
+        """MGET, coalesced: every MGET asked for in one event-loop iteration, by any request of
+        this process, goes to Redis as one command. Under load this divides the round trips (and
+        the connections they need) by the number of concurrent requests."""
+        future: asyncio.Future[list[bytes | None]] = asyncio.get_running_loop().create_future()
+        self._mget_queue.append((keys, future))
+        if len(self._mget_queue) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_mgets)
+        return await future
+
+    def _flush_mgets(self) -> None:
+        queue, self._mget_queue = self._mget_queue, []
+        task = asyncio.ensure_future(self._run_mgets(queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_mgets(
+            self, queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]]) -> None:
+        unique = list(dict.fromkeys(key for keys, _ in queue for key in keys))
+        try:
+            raw = await self._call(partial(_mget, self.redis, unique))
+        except Exception as exc:  # CacheUnavailable, or a bug: the waiters must not hang
+            for _, future in queue:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        found = dict(zip(unique, raw, strict=True))
+        for keys, future in queue:
+            if not future.done():
+                future.set_result([found[key] for key in keys])
+
+    async def set_raw(self, key: str, payload: bytes, ttl: int) -> None:
+        """`SET key payload EX ttl` through the breaker; a Redis failure is only logged (a value
+        not stored is a miss next time, nothing worse)."""
+        try:
+            await self._call(partial(self.redis.set, key, payload, ex=ttl))
+        except CacheUnavailable:
+            pass
+
+    # -- the loader path --
+
+    async def load(self, field: str, keys: Sequence[Key], versions: Versions, compute: Compute,
+                   notes: dict[str, Any] | None = None, *, force: bool = False) -> list[Any]:
+        """The values of `keys` for `field`: from Redis where present, else from `compute`.
+
+        `versions` holds the `users.data_version` of every user of `keys`, read from PostgreSQL
+        before this call (so before anything is computed: a value is never stored under a
+        version newer than the data it was computed from).
+
+        `compute` gets the missing keys only, in one call, and returns their values in order
+        (JSON-compatible; returned as they read back from the cache, so a hit and a miss look
+        the same). `force` recomputes and rewrites every key (cache warming).
+        """
+        keys = list(keys)
+        if not keys:
+            return []
+        if not self.enabled:
+            return _roundtrip(await compute(keys), self._clock())
+        ckeys = [cache_key(field, k, versions[k[0]]) for k in keys]
+        results: list[Any] = [None] * len(keys)
+        missing = list(range(len(keys)))
+        ages: list[float] = []
+        redis_ok = True
+        if not force:
+            try:
+                raw = await self.mget(ckeys)
+            except CacheUnavailable:
+                raw, redis_ok = [None] * len(keys), False
+            now = self._clock()
+            missing = []
+            for i, item in enumerate(raw):
+                if item is None:
+                    missing.append(i)
+                else:
+                    results[i], written_at = decode(item)
+                    ages.append(max(0.0, now - written_at))
+        if not force:  # warming is not traffic: it would drown the hit ratio in misses
+            self._count(field, notes, hits=ages, misses=len(missing))
+        if missing:
+            values = await self._fill(field, [keys[i] for i in missing],
+                                      [ckeys[i] for i in missing], compute, redis_ok)
+            for i, value in zip(missing, values, strict=True):
+                results[i] = value
+        return results
+
+    def _count(self, field: str, notes: dict[str, Any] | None, hits: list[float],
+               misses: int) -> None:
+        if hits:
+            CACHE_HITS.labels(field=field).inc(len(hits))
+        if misses:
+            CACHE_MISSES.labels(field=field).inc(misses)
+        if notes is not None:
+            entry = notes.setdefault("cache", {}).setdefault(
+                field, {"hits": 0, "misses": 0, "age": None})
+            entry["hits"] += len(hits)
+            entry["misses"] += misses
+            if hits:
+                entry["age"] = max(entry["age"] or 0.0, *hits)
+
+    async def _fill(self, field: str, keys: list[Key], ckeys: list[str], compute: Compute,
+                    redis_ok: bool) -> list[Any]:
+        """Compute missing keys once per process: join computations already in flight."""
+        loop = asyncio.get_running_loop()
+        own: list[int] = []
+        joined: list[tuple[int, asyncio.Future[Any]]] = []
+        for i, ckey in enumerate(ckeys):
+            future = self._inflight.get(ckey)
+            if future is None:
+                self._inflight[ckey] = loop.create_future()
+                own.append(i)
+            else:
+                joined.append((i, future))
+
+        results: list[Any] = [None] * len(keys)
+        if own:
+            futures = [self._inflight[ckeys[i]] for i in own]
+            try:
+                values = await self._compute_and_store(
+                    field, [keys[i] for i in own], [ckeys[i] for i in own], compute, redis_ok)
+            except BaseException as exc:
+                error = exc if isinstance(exc, Exception) else _LeaderGone()
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(error)
+                        future.exception()  # retrieved: nobody may be waiting
+                raise
+            finally:
+                for i, future in zip(own, futures, strict=True):
+                    if self._inflight.get(ckeys[i]) is future:
+                        del self._inflight[ckeys[i]]
+            for i, future, value in zip(own, futures, values, strict=True):
+                results[i] = value
+                if not future.done():
+                    future.set_result(value)
+
+        orphans: list[int] = []
+        for i, future in joined:
+            try:
+                # shield: a waiter being cancelled must not cancel everyone's shared future
+                results[i] = await asyncio.shield(future)
+            except _LeaderGone:
+                orphans.append(i)
+        if orphans:
+            values = await self._compute_and_store(
+                field, [keys[i] for i in orphans], [ckeys[i] for i in orphans], compute,
+                redis_ok)
+            for i, value in zip(orphans, values, strict=True):
+                results[i] = value
+        return results
+
+    async def _compute_and_store(self, field: str, keys: list[Key], ckeys: list[str],
+                                 compute: Compute, redis_ok: bool) -> list[Any]:
+        """Across processes: take the Redis lock of each key, compute the keys we hold, wait
+        briefly for the others' results, compute what never came; then store ours."""
+        if not redis_ok:
+            return _roundtrip(await compute(keys), self._clock())
+        token = secrets.token_hex(8)
+
+        async def lock() -> list[Any]:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ckey in ckeys:
+                    pipe.set(_lock_key(ckey), token, nx=True, px=LOCK_TTL_MS)
+                return list(await pipe.execute())
+
+        try:
+            held = [bool(r) for r in await self._call(lock)]
+        except CacheUnavailable:
+            return _roundtrip(await compute(keys), self._clock())
+
+        mine = [i for i, h in enumerate(held) if h]
+        theirs = [i for i, h in enumerate(held) if not h]
+        results: list[Any] = [None] * len(keys)
+        computed: list[int] = []
+
+        async def compute_mine() -> None:
+            if mine:
+                values = await compute([keys[i] for i in mine])
+                for i, value in zip(mine, values, strict=True):
+                    results[i] = value
+                computed.extend(mine)
+
+        async def wait_theirs() -> None:
+            if not theirs:
+                return
+            found = await self._wait_for([ckeys[i] for i in theirs])
+            late = [i for i, value in zip(theirs, found, strict=True) if value is _ABSENT]
+            for i, value in zip(theirs, found, strict=True):
+                if value is not _ABSENT:
+                    results[i] = value
+            if late:
+                values = await compute([keys[i] for i in late])
+                for i, value in zip(late, values, strict=True):
+                    results[i] = value
+                computed.extend(late)
+
+        try:
+            await asyncio.gather(compute_mine(), wait_theirs())
+        except BaseException:
+            await self._release([ckeys[i] for i in mine], token)
+            raise
+        now = self._clock()
+        payloads = {i: encode(results[i], now) for i in computed}
+        for i, payload in payloads.items():
+            results[i] = orjson.loads(payload)[1]
+        await self._store(field, {ckeys[i]: p for i, p in payloads.items()},
+                          [ckeys[i] for i in mine], token)
+        return results
+
+    async def _wait_for(self, ckeys: list[str]) -> list[Any]:
+        """Poll for values another process is computing; `_ABSENT` where none came in time
+        (or where the other process gave up its lock without writing)."""
+        found: list[Any] = [_ABSENT] * len(ckeys)
+        if self.breaker.failed_within(LOCK_TTL_MS / 1000):
+            # Redis failed a moment ago: the lock may belong to a computation whose result and
+            # release never reached Redis (this process's or another's, cut off by the same
+            # outage). Waiting for it would cost up to LOCK_WAIT_SECONDS for nothing.
+            return found
+        waiting = list(range(len(ckeys)))
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_INTERVAL)
+            keys = [ckeys[i] for i in waiting]
+            both = keys + [_lock_key(k) for k in keys]
+            try:
+                raw = await self.mget(both)
+            except CacheUnavailable:
+                break
+            values, locks = raw[:len(keys)], raw[len(keys):]
+            still: list[int] = []
+            for i, value, lock in zip(waiting, values, locks, strict=True):
+                if value is not None:
+                    found[i] = decode(value)[0]
+                elif lock is not None:
+                    still.append(i)
+            waiting = still
+        return found
+
+    async def _store(self, field: str, payloads: dict[str, bytes], locks: list[str],
+                     token: str) -> None:
+        """One pipelined round trip: `SET ... EX ttl` for the values, release our locks."""
+        if not payloads and not locks:
+            return
+        ttl = self.ttls.get(field, self.default_ttl)
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ckey, payload in payloads.items():
+                    pipe.set(ckey, payload, ex=ttl)
+                for ckey in locks:
+                    pipe.eval(_RELEASE, 1, _lock_key(ckey), token)
+                await pipe.execute()
+
+        try:
+            await self._call(write)
+        except CacheUnavailable:
+            pass  # the answer is computed; not storing it only costs the next request
+
+    async def _release(self, ckeys: list[str], token: str) -> None:
+        if not ckeys:
+            return
+
+        async def release() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for ckey in ckeys:
+                    pipe.eval(_RELEASE, 1, _lock_key(ckey), token)
+                await pipe.execute()
+
+        try:
+            await asyncio.shield(self._call(release))
+        except (CacheUnavailable, asyncio.CancelledError):
+            pass  # the locks expire on their own after LOCK_TTL_MS
+
+
+class _Absent:
+    pass
+
+
+_ABSENT: Any = _Absent()
+
+
+def _roundtrip(values: Sequence[Any], written_at: float) -> list[Any]:
+    """Values as they would read back from the cache (dates become strings, and so on)."""
+    return [orjson.loads(encode(v, written_at))[1] for v in values]
+
+
+def cache_of(resources: Any) -> QueryCache:
+    """The process's cache, created on first use and kept on the lifespan's `Resources`."""
+    cache: QueryCache | None = getattr(resources, "query_cache", None)
+    if cache is None:
+        cache = QueryCache(resources.cache_redis, resources.settings)
+        resources.query_cache = cache
+    return cache

@@ -1,0 +1,2 @@
+"""Data access: the PostgreSQL pool and named queries, the replica router, migrations, the process's
+resources."""

@@ -1,0 +1,1 @@
+"""Development servers: embedded PostgreSQL and Redis, the demo seeder."""

@@ -1,0 +1,239 @@
+"""Whole-response cache for a caller's own dashboard queries.
+
+The field cache (gateway/cache/fields.py) saves the SQL, but a cached dashboard still pays for
+GraphQL execution of some 250 fields, which costs more than everything else in the request. A
+dashboard asks the same question again and again, so the response itself is cached too:
+
+- Only queries whose root fields are all in `CACHEABLE_ROOTS` (the caller's own `overview`,
+  `trends`, `productivity`, without `userId`), from a signed-in caller, over POST. Everything else,
+  mutations, admin queries and `me` included, goes through GraphQL as usual.
+- Key: `gql:{<user_id>}:f<FORMAT>:v<version>:<sha256 of query, variables, operation name>`. The
+  version is the user's `users.data_version`, read from PostgreSQL with the caller's account row
+  (`resolvers.context.account_of`, which also refuses a deleted account before any hit), so every
+  change that invalidates the user's fields (tasks, timezone, daily goal, rollup repair)
+  invalidates the cached responses too, whatever Redis lost or restored meanwhile; the
+  `{user_id}` hash tag keeps the keys in the user's cluster slot.
+- TTL: the shortest TTL of the fields asked for, and never past the user's next local midnight
+  (default ranges end "today"), so a hit is what GraphQL would answer, within the field TTLs.
+- Only answers without errors are stored, without `extensions`; a hit says so in
+  `extensions.cache.response` when the cache report is wanted (outside production, or with
+  `X-Cache-Debug: 1`).
+- Redis trouble is a miss (the field cache's circuit breaker is shared), never an error; so is a
+  database that cannot be read (GraphQL then answers 503 for it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zoneinfo
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.cache.fields import (
+    CACHE_HITS,
+    CACHE_MISSES,
+    KEY_FORMAT,
+    CacheUnavailable,
+    cache_of,
+)
+from gateway.data.resources import Resources
+from gateway.http.identity import Account, account_of, identify
+from gateway.http.middleware import replaying
+from gateway.ops.settings import Settings
+from gateway.security.access import Caller
+from gateway.security.ratelimit import TrustedProxies
+from schema.extensions.cache_report import DEBUG_HEADER
+
+log = logging.getLogger(__name__)
+
+CACHEABLE_ROOTS = frozenset({"overview", "trends", "productivity", "__typename"})
+FIELD = "response"  # the `field` label of the hit/miss counters
+_PLANS_MAX = 512
+
+
+class _Plans:
+    """Which query texts are cacheable, and the TTL-deciding root fields: parsed once per text."""
+
+    def __init__(self) -> None:
+        self._plans: OrderedDict[str, frozenset[str] | None] = OrderedDict()
+
+    def roots(self, text: str, operation_name: str | None) -> frozenset[str] | None:
+        key = f"{operation_name or ''}\0{text}"
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        plan = _cacheable_roots(text)
+        self._plans[key] = plan
+        if len(self._plans) > _PLANS_MAX:
+            self._plans.popitem(last=False)
+        return plan
+
+
+def _cacheable_roots(text: str) -> frozenset[str] | None:
+    """The root field names of a cacheable query, or None when it is not one."""
+    try:
+        document = parse(text)
+    except GraphQLError:
+        return None  # GraphQL will answer with the syntax error
+    if len(document.definitions) != 1:
+        return None  # fragments or several operations: not worth the risk
+    operation = document.definitions[0]
+    if not isinstance(operation, OperationDefinitionNode):
+        return None
+    if operation.operation is not OperationType.QUERY:
+        return None
+    names = set()
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            return None
+        if selection.name.value not in CACHEABLE_ROOTS:
+            return None
+        if any(arg.name.value == "userId" for arg in selection.arguments or ()):
+            return None  # someone else's figures: the field cache and authorization handle it
+        names.add(selection.name.value)
+    return frozenset(names)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+class ResponseCache:
+    """Wraps the GraphQL ASGI app: answers cacheable dashboard queries from Redis."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.production = settings.is_production
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+        self.plans = _Plans()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resources: Resources | None = getattr(scope["app"].state, "resources", None)
+        if (scope["type"] != "http" or scope["method"] != "POST" or resources is None
+                or not (self.settings.enable_query_cache and self.settings.enable_response_cache)):
+            await self.app(scope, receive, send)
+            return
+        # The caller, decoded once per request (the rate limiter may have done it already).
+        caller: Caller | None = identify(scope, self.settings, self.trusted)["caller"]
+        body, more = await _read_body(receive)
+        replay = replaying(body, receive, more)
+        request = _json_object(body) if not more else None
+        if caller is None or request is None:
+            await self.app(scope, replay, send)
+            return
+        text, variables, name = request.get("query"), request.get("variables"), \
+            request.get("operationName")
+        roots = self.plans.roots(text, name) if isinstance(text, str) else None
+        if not roots:
+            await self.app(scope, replay, send)
+            return
+        digest = hashlib.sha256(orjson.dumps([text, variables, name],
+                                             option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        cache = cache_of(resources)
+        try:
+            account = await account_of(scope, resources, caller.id)
+        except Exception:  # kept in the request state: GraphQL answers for it (503 or 500)
+            account = None
+        if account is None:
+            await self.app(scope, replay, send)
+            return
+        key = f"gql:{{{caller.id}}}:f{KEY_FORMAT}:v{account['data_version']}:{digest}"
+        try:
+            cached = (await cache.mget([key]))[0]
+        except CacheUnavailable:
+            await self.app(scope, replay, send)
+            return
+        if cached is not None:
+            CACHE_HITS.labels(field=FIELD).inc()
+            await self._answer(scope, send, cached)
+            return
+        CACHE_MISSES.labels(field=FIELD).inc()
+        captured = await _run_capturing(self.app, scope, replay, send)
+        if captured is not None:
+            await self._store(resources, account, key, roots, captured)
+
+    async def _answer(self, scope: Scope, send: Send, cached: bytes) -> None:
+        written, _, body = cached.partition(b"\n")
+        if not self.production or _header(scope, DEBUG_HEADER.encode()) == b"1":
+            age = round(max(0.0, time.time() - float(written)), 1)
+            body = orjson.dumps({**orjson.loads(body), "extensions": {
+                "cache": {FIELD: {"hit": True, "age": age}}}})
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-response-cache", b"hit")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _store(self, resources: Resources, account: Account, key: str,
+                     roots: frozenset[str], body: bytes) -> None:
+        try:
+            answer = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(answer, dict) or "errors" in answer or "data" not in answer:
+            return
+        answer.pop("extensions", None)
+        settings = resources.settings
+        ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
+                "productivity": settings.cache_ttl_productivity}
+        ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
+        now = datetime.now(zoneinfo.ZoneInfo(account["timezone"]))
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
+                                    now.tzinfo)
+        ttl = max(1, min(ttl, int((midnight - now).total_seconds())))
+        payload = f"{time.time():.3f}\n".encode() + orjson.dumps(answer)
+        await cache_of(resources).set_raw(key, payload, ttl)
+
+
+async def _read_body(receive: Receive, limit: int = 1 << 20) -> tuple[bytes, bool]:
+    """The request body, up to `limit` bytes; `more` is True when it was longer (not cached)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), True
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), False
+        if size > limit:
+            return b"".join(chunks), True
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+async def _run_capturing(app: ASGIApp, scope: Scope, receive: Receive,
+                         send: Send) -> bytes | None:
+    """Run the app, passing its response through; returns the body of a 200 JSON response."""
+    status = 0
+    chunks: list[bytes] = []
+
+    async def capture(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+        await send(message)
+
+    await app(scope, receive, capture)
+    return b"".join(chunks) if status == 200 else None

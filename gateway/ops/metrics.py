@@ -1,0 +1,207 @@
+"""Prometheus metrics under the deployment guide's names, and the `/metrics` exposition.
+
+The metrics live in prometheus-client's default registry, beside those other modules define
+(`analytics_cache_hits_total` in gateway/cache/fields.py, the job metrics of workers/metrics.py), so
+one exposition shows them all. With several uvicorn workers, `python -m gateway serve` sets
+`PROMETHEUS_MULTIPROC_DIR` before any worker starts: every process then writes its samples to files
+there and `/metrics` (in whichever worker answers) adds them up.
+
+Label values are bounded: endpoints are the application's own paths (anything else is
+`unmatched`), methods the usual HTTP ones, and GraphQL operation names the first
+`MAX_OPERATION_NAMES` a process sees (later ones count as `other`), because each label value is a
+time series that lives as long as the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                   30.0)
+
+REQUESTS = Counter("analytics_requests_total", "HTTP requests by method, endpoint and status",
+                   ["method", "endpoint", "status"])
+REQUEST_DURATION = Histogram("analytics_request_duration_seconds",
+                             "HTTP request duration in seconds", ["method", "endpoint"],
+                             buckets=LATENCY_BUCKETS)
+DB_QUERY_DURATION = Histogram("analytics_db_query_duration_seconds",
+                              "SQL statement duration in seconds, by named query",
+                              ["query_type"], buckets=LATENCY_BUCKETS)
+GRAPHQL_OPERATIONS = Counter("analytics_graphql_operations_total",
+                             "GraphQL operations by name, type and outcome (ok, error)",
+                             ["operation", "type", "status"])
+GRAPHQL_DURATION = Histogram("analytics_graphql_operation_duration_seconds",
+                             "GraphQL operation duration in seconds", ["operation", "type"],
+                             buckets=LATENCY_BUCKETS)
+DB_UNAVAILABLE = Counter("analytics_db_unavailable_total",
+                         "Requests answered 503 because PostgreSQL could not be reached")
+REJECTED = Counter("analytics_requests_rejected_total",
+                   "Requests refused before execution, by reason (rate_limited, too_large, "
+                   "query_too_complex, ...)", ["reason"])
+ACTIVE_USERS = Gauge("analytics_active_users",
+                     "Users with activity in the last 30 days (from daily_analytics)",
+                     multiprocess_mode="mostrecent")
+TASKS_TOTAL = Gauge("analytics_tasks_total", "Tasks in the database (planner estimate once the "
+                    "table has been analysed)", multiprocess_mode="mostrecent")
+# Summed over a replica's worker processes (each writes its own sample; dead ones drop out).
+POOL_SIZE = Gauge("analytics_db_pool_size", "Connections the database pool may open "
+                  "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)", multiprocess_mode="livesum")
+POOL_IN_USE = Gauge("analytics_db_pool_in_use", "Database connections checked out right now",
+                    multiprocess_mode="livesum")
+
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+MAX_OPERATION_NAMES = 200
+BUSINESS_REFRESH_SECONDS = 30.0
+BUSINESS_QUERY_TIMEOUT = 2.0
+
+
+class RequestMetrics:
+    """Records one HTTP request; label children are cached, since `labels()` costs a lock and a
+    validation on every call and the label sets are few."""
+
+    def __init__(self, endpoints: Iterable[str]) -> None:
+        self.endpoints = frozenset(endpoints)
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._histograms: dict[tuple[str, str], Any] = {}
+
+    def endpoint(self, path: str) -> str:
+        return path if path in self.endpoints else "unmatched"
+
+    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "OTHER"
+        endpoint = path if path in self.endpoints else "unmatched"
+        key = (method, endpoint, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = REQUESTS.labels(method, endpoint, str(status))
+        counter.inc()
+        hkey = (method, endpoint)
+        histogram = self._histograms.get(hkey)
+        if histogram is None:
+            histogram = self._histograms[hkey] = REQUEST_DURATION.labels(method, endpoint)
+        histogram.observe(seconds)
+
+
+_operation_names: set[str] = set()
+
+
+def observe_operation(name: str | None, kind: str, ok: bool, seconds: float) -> None:
+    """Count and time one GraphQL operation."""
+    label = name or "anonymous"
+    if label not in _operation_names:
+        if len(_operation_names) >= MAX_OPERATION_NAMES:
+            label = "other"
+        else:
+            _operation_names.add(label)
+    GRAPHQL_OPERATIONS.labels(label, kind, "ok" if ok else "error").inc()
+    GRAPHQL_DURATION.labels(label, kind).observe(seconds)
+
+
+POOL_SAMPLE_SECONDS = 5.0
+
+
+def sample_pool(pool: Any) -> None:
+    """Set the pool gauges from asyncpg's own counters (no I/O)."""
+    POOL_SIZE.set(pool.get_max_size())
+    POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
+
+
+async def sample_pool_forever(pool: Any) -> None:
+    """Keep the pool gauges current in every process, whichever process answers a scrape."""
+    while True:
+        sample_pool(pool)
+        await asyncio.sleep(POOL_SAMPLE_SECONDS)
+
+
+class BusinessGauges:
+    """`analytics_active_users` and `analytics_tasks_total`, refreshed at most every 30 s from
+    cheap queries (an index range count and the planner's row estimate), so a scrape never costs
+    a scan of `tasks`."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql  # `metrics_business_gauges` of sql/queries/metrics.sql
+        self.refreshed_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def refresh(self, pool: Any, *, force: bool = False) -> None:
+        if not force and time.monotonic() - self.refreshed_at < BUSINESS_REFRESH_SECONDS:
+            return
+        async with self._lock:
+            if not force and time.monotonic() - self.refreshed_at < BUSINESS_REFRESH_SECONDS:
+                return
+            try:
+                async with asyncio.timeout(BUSINESS_QUERY_TIMEOUT):
+                    row = await pool.fetchrow(self.sql)
+            except Exception as exc:  # a scrape must answer even when PostgreSQL does not
+                log.warning("business gauges not refreshed: %s", type(exc).__name__)
+                return
+            ACTIVE_USERS.set(row["active_users"])
+            TASKS_TOTAL.set(row["tasks_total"])
+            self.refreshed_at = time.monotonic()
+
+    async def run_forever(self, pool: Any) -> None:
+        """Keep the gauges fresh for a scraper of `PROMETHEUS_PORT`, which cannot query."""
+        while True:
+            await self.refresh(pool, force=True)
+            await asyncio.sleep(BUSINESS_REFRESH_SECONDS)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The registry to expose: every process's files in multiprocess mode, else this process's."""
+    if multiprocess_dir():
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def render() -> bytes:
+    return generate_latest(exposition_registry())
+
+
+def prepare_multiprocess_dir(workers: int) -> str | None:
+    """Before uvicorn forks workers: choose (or clear) the directory of the sample files, so that
+    counters restart with the service instead of adding up the previous run's files."""
+    import tempfile
+    from pathlib import Path
+
+    directory = multiprocess_dir()
+    if directory is None and workers > 1:
+        directory = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    return directory
+
+
+def start_metrics_port(port: int) -> None:
+    """Serve the exposition on `PROMETHEUS_PORT` too (a thread of the process that calls this:
+    the uvicorn supervisor, which sees every worker's files in multiprocess mode)."""
+    from prometheus_client import start_http_server
+
+    start_http_server(port, registry=exposition_registry())
+    log.info("metrics on port %d", port)

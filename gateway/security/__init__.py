@@ -1,0 +1,1 @@
+"""Who is asking and how often: access tokens, refresh tokens, passwords, rate limits."""

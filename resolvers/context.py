@@ -1,0 +1,55 @@
+"""The per-request GraphQL context: who asks, the process's resources, and fresh loaders.
+
+The HTTP edge builds it (gateway/http/graphql_view.py) with the caller it has already verified
+against the database (gateway/http/identity.py); resolvers read it through `Info`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import strawberry
+
+from gateway.data.resources import Resources
+from gateway.errors import Unauthenticated
+from gateway.security.access import Caller
+
+if TYPE_CHECKING:
+    from loaders import Loaders
+
+@dataclass
+class Context:
+    request: Any  # the edge's Starlette request (None outside HTTP); resolvers need not read it
+    resources: Resources
+    caller: Caller | None = None
+    client_ip: str | None = None  # as the edge worked it out (`TRUSTED_PROXIES` applied)
+    # Why there is no caller: the token's problem, or why the database could not say who it is.
+    auth_error: Exception | None = None
+    # Strawberry's response stub: headers set here reach the HTTP response (see `no_store`).
+    response: Any = None
+    # Free-form per-request notes, e.g. which fields came from the cache (extensions.cache).
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def loaders(self) -> Loaders:
+        """Loaders live for one request: built lazily, so a query that needs none builds none."""
+        from loaders import Loaders
+
+        return Loaders(self.resources, self.notes)
+
+    def require_caller(self) -> Caller:
+        """The signed-in caller, or UNAUTHENTICATED (with the token's own problem, if any), or
+        SERVICE_UNAVAILABLE when the database could not confirm the account."""
+        if self.caller is None:
+            raise self.auth_error or Unauthenticated()
+        return self.caller
+
+    def no_store(self) -> None:
+        """Mark the response as one no cache may keep (it carries tokens)."""
+        if self.response is not None:
+            self.response.headers["cache-control"] = "no-store"
+
+
+Info = strawberry.Info[Context, None]

@@ -1,0 +1,1 @@
+"""Strawberry schema extensions: error shaping, query limits, input checks, the cache report."""
