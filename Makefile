@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-SOURCES := gateway schema resolvers loaders domain workers
+SOURCES := gateway schema resolvers loaders domain workers bench
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
@@ -41,7 +41,7 @@ schema: $(STAMP) ## rewrite schema.graphql from the code
 	$(PY) -c "from schema.schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"
 
 bench: $(STAMP) ## benchmarks vs bare baselines into bench-results/ (BENCH_QUICK=1, BENCH_USERS=N, BENCH_LARGE=1; see docs/performance.md)
-	$(PY) -m tests.bench.run
+	$(PY) -m bench.run
 
 services: $(STAMP) ## start the embedded PostgreSQL and Redis (reused when running)
 	$(PY) -m gateway services start

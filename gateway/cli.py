@@ -156,7 +156,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(f"\n  GraphiQL:  {url}/graphql\n  ready:     {url}/ready\n"
           f"  demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}\n", flush=True)
     try:
-        uvicorn.run("gateway.http.app:create_app", factory=True, **_uvicorn_options(settings))
+        # As `serve` runs it: the gateway's logging (one access line per request, with its
+        # request id, in LOG_FORMAT) instead of uvicorn's own access log beside it.
+        uvicorn.run("gateway.http.app:serve_app", factory=True, log_config=None,
+                    access_log=False, **_uvicorn_options(settings))
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGINT)
@@ -229,3 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader left early (`python -m gateway jobs list | head`): not an error. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -1,7 +1,7 @@
-"""The errors a client may see. Each carries `extensions.code` from shared/spec/api.md.
+"""The errors a client may see. Each carries an `extensions.code` of docs/api.md ("Errors").
 
 Resolvers raise these; anything else is unexpected and masked as INTERNAL_SERVER_ERROR before it
-reaches the client (see gateway/http/app.py).
+reaches the client (see schema/extensions/errors.py).
 """
 
 from __future__ import annotations
@@ -62,11 +62,3 @@ class QueryTooComplex(GatewayError):
 class ServiceUnavailable(GatewayError):
     code = "SERVICE_UNAVAILABLE"
     default_message = "The service is busy; try again shortly"
-
-
-def is_expected(error: GraphQLError) -> bool:
-    """True for errors whose message may be shown: ours, and GraphQL's own validation errors."""
-    original = error.original_error
-    if original is None:
-        return True  # parse and validation errors: they speak of the query, not our internals
-    return isinstance(original, GatewayError)

@@ -31,7 +31,7 @@ class Loaders:
         from rows this request has already read (resolvers load the user before its figures)."""
         users = await self.user.load_many(user_ids)
         # A user deleted meanwhile has no figures to cache; -1 never matches a stored version.
-        return {uid: int(u["data_version"]) if u is not None else -1
+        return {uid: u.data_version if u is not None else -1
                 for uid, u in zip(user_ids, users, strict=True)}
 
     @cached_property

@@ -1,7 +1,9 @@
 """DataLoaders whose batch function goes through the Redis cache of field results.
 
-A subclass names its `field` ("overview", "trends", "productivity") and implements
-`compute(keys)`: one SQL statement for all the keys it is given, values as JSON-compatible dicts.
+A subclass names its `field` ("overview", "trends", "productivity") and its `codec` (how its
+values are stored, and their format, which is in every key: `domain.figures.FigureCodec` of the
+value type for the analytics figures), and implements `compute(keys)`: one SQL statement for all
+the keys it is given.
 Once `cached(resources, versions, notes)` has been called on a loader (the per-request registry
 does it), its batch function gets the users' data versions from `versions` (the request's user
 loader, which already holds the rows: no extra statement), looks every key up with one `MGET`,
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from aiodataloader import DataLoader
 
-from gateway.cache.fields import QueryCache, cache_of
+from gateway.cache.fields import Codec, QueryCache, cache_of
 
 if TYPE_CHECKING:
     from gateway.data.resources import Resources
@@ -38,6 +40,7 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
     """Base of the cached analytics loaders; keys are `(user_id, *arguments)` tuples."""
 
     field: ClassVar[str]
+    codec: ClassVar[Codec[Any]]
     _query_cache: QueryCache | None = None
     _notes: dict[str, Any] | None = None
     _force = False
@@ -62,7 +65,8 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
         versions = await self._versions(list(dict.fromkeys(k[0] for k in keys)))  # type: ignore[index]
         return await self._query_cache.load(self.field, keys, versions,  # type: ignore[arg-type]
                                             self.compute,  # type: ignore[arg-type]
-                                            self._notes, force=self._force)
+                                            self._notes, codec=self.codec,
+                                            force=self._force)
 
     async def compute(self, keys: Sequence[K]) -> Sequence[V]:
         """The values of `keys`, in order, computed from PostgreSQL in one statement."""

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import loaders.analytics as analytics
-from loaders.analytics import default_from
+from domain.ranges import default_range
 
 if TYPE_CHECKING:
     from gateway.data.resources import Resources
@@ -36,7 +35,7 @@ async def warm_users(resources: Resources, user_ids: Iterable[uuid.UUID]) -> int
                  if u is not None]
         if not users:
             continue
-        known = {uuid.UUID(u["id"]): int(u["data_version"]) for u in users}
+        known = {u.id: u.data_version for u in users}
 
         async def versions(ids: list[Any], known: dict[Any, int] = known) -> dict[Any, int]:
             return {i: known[i] for i in ids}
@@ -46,17 +45,13 @@ async def warm_users(resources: Resources, user_ids: Iterable[uuid.UUID]) -> int
         extras = analytics.ProductivityLoader(resources.pool)
         for loader in (overview, series, extras):
             loader.cached(resources, versions, force=True)
-        overview_keys = [(uuid.UUID(u["id"]), u["today"]) for u in users]
-        range_keys = [(uuid.UUID(u["id"]), *default_range(u["today"])) for u in users]
+        overview_keys = [(u.id, u.today) for u in users]
+        # The dashboard's default range: the DAY window ending at the user's local today (DAY
+        # trends and productivity share it).
+        range_keys = [(u.id, *default_range("DAY", u.today)) for u in users]
         await overview.load_many(overview_keys)
         await series.load_many(range_keys)
         await extras.load_many(range_keys)
         warmed += len(users)
     return warmed
 
-
-def default_range(today: str) -> tuple[date, date]:
-    """The dashboard's default range: the 30 days ending at the user's local today (DAY trends
-    and productivity share it)."""
-    to = date.fromisoformat(today)
-    return default_from("DAY", to), to

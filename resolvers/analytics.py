@@ -2,10 +2,11 @@
 
 Resolvers never query directly: every figure comes through the per-request loaders of
 loaders/analytics.py, so that 100 users' figures in one request cost one statement per kind of
-figure. The arithmetic on the loaders' exact integer counts (buckets, rates, scores: all rounded
-half up to 1 decimal with `Decimal`) lives here, as plain functions that tests can call; the
-definitions are in docs/analytics.md. Results are plain dicts that schema/analytics.py turns into
-types.
+figure. The arithmetic on the loaders' exact integer counts (rates and scores, all rounded half
+up to 1 decimal with `Decimal`) lives here, as plain functions that tests can call; ranges,
+buckets and rounding are domain/ranges.py's, and the definitions are in docs/analytics.md.
+Values in and out are the typed figures of domain/figures.py, which schema/analytics.py turns
+into types.
 """
 
 from __future__ import annotations
@@ -19,27 +20,29 @@ from typing import Any
 
 import asyncpg
 
-from gateway.data.db import query
-from gateway.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
-from loaders.analytics import (
-    add_months,
-    default_from,
-    month_start,
-    round1,
-    user_value,
-    week_start,
+from domain.figures import (
+    DayCounts,
+    DaySeries,
+    Overview,
+    Productivity,
+    ProductivityExtras,
+    Trend,
+    TrendPoint,
+    UserRow,
 )
+from domain.ranges import bucket_start, next_bucket, resolve_range, round1
+from gateway.data.db import query
+from gateway.errors import Forbidden, NotFound, Unauthenticated
 from resolvers.context import Info
 from resolvers.pagination import check_first, decode_cursor
 
-MAX_BUCKETS = 1000
 HUNDRED = Decimal(100)
 ZERO = Decimal("0.0")
 
 
 # -- who asks -------------------------------------------------------------------------------
 
-async def subject(info: Info, user_id: Any | None) -> dict[str, Any]:
+async def subject(info: Info, user_id: Any | None) -> UserRow:
     """The user whose analytics are asked for (the caller when `user_id` is None).
 
     A user may see only their own figures; anyone else's, existing or not, is FORBIDDEN (checked
@@ -65,7 +68,7 @@ async def subject(info: Info, user_id: Any | None) -> dict[str, Any]:
     return user
 
 
-async def me(info: Info) -> dict[str, Any]:
+async def me(info: Info) -> UserRow:
     caller = info.context.require_caller()
     user = await info.context.loaders.user.load(caller.id)
     if user is None:
@@ -87,49 +90,8 @@ async def users_page(info: Info, first: int | None, after: str | None
         cursor[1] if cursor else None, size + 1)
     loader = info.context.loaders.user
     for row in rows[:size]:
-        loader.prime(row["id"], user_value(row))
+        loader.prime(row["id"], UserRow.from_record(row))
     return list(rows), size
-
-
-# -- ranges ---------------------------------------------------------------------------------
-
-def bucket_start(period: str, day: date) -> date:
-    if period == "WEEK":
-        return week_start(day)
-    if period == "MONTH":
-        return month_start(day)
-    return day
-
-
-def next_bucket(period: str, start: date) -> date:
-    if period == "WEEK":
-        return start + timedelta(weeks=1)
-    if period == "MONTH":
-        return add_months(start, 1)
-    return start + timedelta(days=1)
-
-
-def bucket_count(period: str, d_from: date, d_to: date) -> int:
-    if period == "WEEK":
-        return (week_start(d_to) - week_start(d_from)).days // 7 + 1
-    if period == "MONTH":
-        return (d_to.year - d_from.year) * 12 + d_to.month - d_from.month + 1
-    return (d_to - d_from).days + 1
-
-
-def resolve_range(period: str, d_from: date | None, d_to: date | None,
-                  today: date) -> tuple[date, date]:
-    """The effective [from, to]: `to` defaults to today, `from` to the default window ending at
-    `to`. BAD_USER_INPUT (naming `from`) when from is after to or the range spans more than
-    1000 buckets of the period."""
-    d_to = d_to or today
-    d_from = d_from or default_from(period, d_to)
-    if d_from > d_to:
-        raise BadUserInput("from must not be after to", field="from")
-    if bucket_count(period, d_from, d_to) > MAX_BUCKETS:
-        raise BadUserInput(f"the range spans more than {MAX_BUCKETS} "
-                           f"{period.lower()}s", field="from")
-    return d_from, d_to
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -147,96 +109,99 @@ def mean_score(scores: Iterable[Decimal]) -> Decimal:
     return round1(sum(values, ZERO), len(values)) if values else ZERO
 
 
-def rate(part: int, whole: int) -> float | None:
-    return float(round1(100 * part, whole)) if whole else None
+def rate(part: int, whole: int) -> Decimal | None:
+    """100 × part / whole, 1 decimal; None when whole is 0."""
+    return round1(100 * part, whole) if whole else None
 
 
-def _days(series: dict[str, Any]) -> dict[date, list[int]]:
-    return {date.fromisoformat(row[0]): row[1:] for row in series["days"]}
+def _days(series: DaySeries) -> dict[date, DayCounts]:
+    return {row.day: row for row in series.days}
 
 
-def trend_points(series: dict[str, Any], period: str, d_from: date, d_to: date, today: date,
-                 daily_goal: int) -> list[dict[str, Any]]:
+def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today: date,
+                 daily_goal: int) -> tuple[TrendPoint, ...]:
     """Every bucket overlapping [from, to], zero-filled, counting only days inside the range."""
     days = _days(series)
     points = []
     start = bucket_start(period, d_from)
     while start <= d_to:
         end = next_bucket(period, start)
-        counts = [0, 0, 0, 0, 0]
+        created = completed = due = on_time = 0
         scores = []
         day = max(start, d_from)
         while day < end and day <= d_to:
             row = days.get(day)
             if row is not None:
-                counts = [a + b for a, b in zip(counts, row, strict=True)]
+                created += row.tasks_created
+                completed += row.tasks_completed
+                due += row.tasks_due
+                on_time += row.tasks_completed_on_time
             if day <= today:
-                scores.append(daily_score(row[4] if row else 0, daily_goal))
+                scores.append(daily_score(row.half_points if row else 0, daily_goal))
             day += timedelta(days=1)
-        created, completed, due, on_time, _ = counts
-        points.append({"date": start, "tasks_created": created, "tasks_completed": completed,
-                       "tasks_due": due, "tasks_completed_on_time": on_time,
-                       "completion_rate": rate(on_time, due),
-                       "productivity_score": float(mean_score(scores))})
+        points.append(TrendPoint(date=start, tasks_created=created, tasks_completed=completed,
+                                 tasks_due=due, tasks_completed_on_time=on_time,
+                                 completion_rate=rate(on_time, due),
+                                 productivity_score=mean_score(scores)))
         start = end
-    return points
+    return tuple(points)
 
 
-def productivity_figures(series: dict[str, Any], extras: dict[str, Any], d_from: date,
-                         d_to: date, today: date, daily_goal: int) -> dict[str, Any]:
+def productivity_figures(series: DaySeries, extras: ProductivityExtras, d_from: date,
+                         d_to: date, today: date, daily_goal: int) -> Productivity:
     """The productivity fields: day-based ones from the series, the rest from the extras."""
     days = _days(series)
     scores = []
     day = d_from
     while day <= min(d_to, today):
         row = days.get(day)
-        scores.append(daily_score(row[4] if row else 0, daily_goal))
+        scores.append(daily_score(row.half_points if row else 0, daily_goal))
         day += timedelta(days=1)
-    completed = sum(row[1] for row in days.values())
-    due = sum(row[2] for row in days.values())
-    on_time = sum(row[3] for row in days.values())
-    return {
-        "from": d_from, "to": d_to,
-        "score": float(mean_score(scores)),
-        "tasks_completed": completed,
-        "current_streak": extras["current_streak"],
-        "longest_streak": extras["longest_streak"],
-        "days_goal_met": sum(1 for row in days.values() if row[1] >= daily_goal),
-        "lead_time_hours": extras["lead_time_hours"],
-        "cycle_time_hours": extras["cycle_time_hours"],
-        "on_time_rate": rate(on_time, due),
-        "most_productive_weekday": extras["most_productive_weekday"],
-        "most_productive_hour": extras["most_productive_hour"],
-    }
+    rows = days.values()
+    completed = sum(row.tasks_completed for row in rows)
+    return Productivity(
+        d_from=d_from, d_to=d_to,
+        score=mean_score(scores),
+        tasks_completed=completed,
+        # one daily score per day of the range up to today: the same days
+        average_tasks_per_day=round1(completed, len(scores)) if scores else ZERO,
+        current_streak=extras.current_streak,
+        longest_streak=extras.longest_streak,
+        days_goal_met=sum(1 for row in rows if row.tasks_completed >= daily_goal),
+        lead_time_hours=extras.lead_time_hours,
+        cycle_time_hours=extras.cycle_time_hours,
+        on_time_rate=rate(sum(row.tasks_completed_on_time for row in rows),
+                          sum(row.tasks_due for row in rows)),
+        most_productive_weekday=extras.most_productive_weekday,
+        most_productive_hour=extras.most_productive_hour,
+    )
 
 
 # -- resolvers ------------------------------------------------------------------------------
 
-async def overview(info: Info, user: dict[str, Any]) -> dict[str, Any]:
+async def overview(info: Info, user: UserRow) -> Overview:
     # `today` is in the key only so that a cached overview (overdue, due today) ends at the
     # user's local midnight; the SQL takes today from the database's clock.
-    value = await info.context.loaders.overview.load((uuid.UUID(user["id"]), user["today"]))
+    value = await info.context.loaders.overview.load((user.id, user.today))
     if value is None:  # deleted between the user lookup and this read
         raise NotFound("User not found")
     return value
 
 
-async def trends(info: Info, user: dict[str, Any], period: str, d_from: date | None,
-                 d_to: date | None) -> dict[str, Any]:
-    today = date.fromisoformat(user["today"])
-    d_from, d_to = resolve_range(period, d_from, d_to, today)
-    series = await info.context.loaders.daily_series.load((uuid.UUID(user["id"]), d_from, d_to))
-    return {"period": period, "from": d_from, "to": d_to,
-            "points": trend_points(series, period, d_from, d_to, today, user["daily_goal"])}
+async def trends(info: Info, user: UserRow, period: str, d_from: date | None,
+                 d_to: date | None) -> Trend:
+    d_from, d_to = resolve_range(period, d_from, d_to, user.today)
+    series = await info.context.loaders.daily_series.load((user.id, d_from, d_to))
+    return Trend(period=period, d_from=d_from, d_to=d_to,
+                 points=trend_points(series, period, d_from, d_to, user.today, user.daily_goal))
 
 
-async def productivity(info: Info, user: dict[str, Any], d_from: date | None,
-                       d_to: date | None) -> dict[str, Any]:
-    today = date.fromisoformat(user["today"])
-    d_from, d_to = resolve_range("DAY", d_from, d_to, today)
-    key = (uuid.UUID(user["id"]), d_from, d_to)
+async def productivity(info: Info, user: UserRow, d_from: date | None,
+                       d_to: date | None) -> Productivity:
+    d_from, d_to = resolve_range("DAY", d_from, d_to, user.today)
+    key = (user.id, d_from, d_to)
     loaders = info.context.loaders
     # Both loads are queued in the same tick, so each joins its own batch.
     series, extras = await asyncio.gather(loaders.daily_series.load(key),
                                           loaders.productivity.load(key))
-    return productivity_figures(series, extras, d_from, d_to, today, user["daily_goal"])
+    return productivity_figures(series, extras, d_from, d_to, user.today, user.daily_goal)

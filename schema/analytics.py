@@ -1,22 +1,29 @@
 """Analytics types and the root `overview`, `trends` and `productivity` queries.
 
 Every figure is defined in docs/analytics.md; resolvers/analytics.py computes them from the
-loaders' exact counts and these types only carry them.
+loaders' exact counts, as the typed figures of domain/figures.py, and these types only carry
+them (exact `Decimal` rates and scores become GraphQL `Float`s here).
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
+from decimal import Decimal
 from typing import Annotated, Any
 
 import strawberry
 
+from domain import figures
 from resolvers import analytics as resolve
 from resolvers.context import Info
 
 # `from` is a Python keyword: the argument is `from_` in Python and `from` in the schema.
 FromArg = Annotated[datetime.date | None, strawberry.argument(name="from")]
+
+
+def _float(value: Decimal | None) -> float | None:
+    return float(value) if value is not None else None
 
 
 @strawberry.enum
@@ -65,14 +72,17 @@ class Overview:
     status_distribution: StatusDistribution
 
     @classmethod
-    def from_value(cls, value: dict[str, Any]) -> Overview:
+    def from_value(cls, value: figures.Overview) -> Overview:
+        priority, status = value.priority, value.status
         return cls(
-            total_tasks=value["total_tasks"], completed_tasks=value["completed_tasks"],
-            pending_tasks=value["pending_tasks"], in_progress_tasks=value["in_progress_tasks"],
-            overdue_tasks=value["overdue_tasks"], due_today_tasks=value["due_today_tasks"],
-            completion_rate=value["completion_rate"],
-            priority_distribution=PriorityDistribution(**value["priority"]),
-            status_distribution=StatusDistribution(**value["status"]))
+            total_tasks=value.total_tasks, completed_tasks=value.completed_tasks,
+            pending_tasks=value.pending_tasks, in_progress_tasks=value.in_progress_tasks,
+            overdue_tasks=value.overdue_tasks, due_today_tasks=value.due_today_tasks,
+            completion_rate=float(value.completion_rate),
+            priority_distribution=PriorityDistribution(
+                high=priority.high, medium=priority.medium, low=priority.low),
+            status_distribution=StatusDistribution(
+                todo=status.todo, in_progress=status.in_progress, done=status.done))
 
 
 @strawberry.type(description="One bucket (day, ISO week or month) of a trend.")
@@ -88,6 +98,14 @@ class TrendPoint:
     productivity_score: float = strawberry.field(
         description="The mean daily score of the bucket's days in range up to today.")
 
+    @classmethod
+    def from_value(cls, value: figures.TrendPoint) -> TrendPoint:
+        return cls(date=value.date, tasks_created=value.tasks_created,
+                   tasks_completed=value.tasks_completed, tasks_due=value.tasks_due,
+                   tasks_completed_on_time=value.tasks_completed_on_time,
+                   completion_rate=_float(value.completion_rate),
+                   productivity_score=float(value.productivity_score))
+
 
 @strawberry.type
 class Trends:
@@ -97,9 +115,9 @@ class Trends:
     points: list[TrendPoint]
 
     @classmethod
-    def from_value(cls, value: dict[str, Any]) -> Trends:
-        return cls(period=Period(value["period"]), from_=value["from"], to=value["to"],
-                   points=[TrendPoint(**point) for point in value["points"]])
+    def from_value(cls, value: figures.Trend) -> Trends:
+        return cls(period=Period(value.period), from_=value.d_from, to=value.d_to,
+                   points=[TrendPoint.from_value(point) for point in value.points])
 
 
 @strawberry.type(description="Productivity over a range of local days (default the last 30).")
@@ -108,6 +126,8 @@ class Productivity:
     to: datetime.date
     score: float
     tasks_completed: int
+    average_tasks_per_day: float = strawberry.field(
+        description="Tasks completed per day of the range up to today, 1 decimal.")
     current_streak: int
     longest_streak: int
     days_goal_met: int
@@ -118,11 +138,18 @@ class Productivity:
     most_productive_hour: int | None
 
     @classmethod
-    def from_value(cls, value: dict[str, Any]) -> Productivity:
-        fields = {k: v for k, v in value.items() if k != "from"}
-        weekday = fields.pop("most_productive_weekday")
-        return cls(from_=value["from"], most_productive_weekday=Weekday(weekday) if weekday
-                   else None, **fields)
+    def from_value(cls, value: figures.Productivity) -> Productivity:
+        weekday = value.most_productive_weekday
+        return cls(from_=value.d_from, to=value.d_to, score=float(value.score),
+                   tasks_completed=value.tasks_completed,
+                   average_tasks_per_day=float(value.average_tasks_per_day),
+                   current_streak=value.current_streak,
+                   longest_streak=value.longest_streak, days_goal_met=value.days_goal_met,
+                   lead_time_hours=_float(value.lead_time_hours),
+                   cycle_time_hours=_float(value.cycle_time_hours),
+                   on_time_rate=_float(value.on_time_rate),
+                   most_productive_weekday=Weekday(weekday) if weekday else None,
+                   most_productive_hour=value.most_productive_hour)
 
 
 async def overview_of(info: Info, user_id: Any | None) -> Overview:

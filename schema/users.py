@@ -1,6 +1,6 @@
 """The `User` type and its `Role`, `me`, and the admin `users` connection.
 
-`User` carries the profile fields of shared/spec/api.md and the user's nested analytics
+`User` carries the profile fields of docs/api.md and the user's nested analytics
 (`overview`, `trends`, `productivity`), which go through the same loaders as the root queries, so a
 page of 50 users with their figures costs one statement per kind of figure. The accounts work
 (issue 4) builds `User` from rows with `User.from_row`.
@@ -14,6 +14,7 @@ from typing import Any
 
 import strawberry
 
+from domain.figures import UserRow
 from resolvers import analytics as resolve
 from resolvers.context import Info
 from schema.analytics import (
@@ -51,6 +52,13 @@ class User:
                    display_name=row["display_name"], timezone=row["timezone"],
                    daily_goal=row["daily_goal"], role=Role(row["role"]))
 
+    @classmethod
+    def from_user(cls, user: UserRow) -> User:
+        """A `User` from the analytics' user row (`me`, the user loader)."""
+        return cls(id=strawberry.ID(str(user.id)), email=user.email,
+                   display_name=user.display_name, timezone=user.timezone,
+                   daily_goal=user.daily_goal, role=Role(user.role))
+
     # The nested figures check access like the root queries do (the caller themselves, or an
     # admin): a `User` reached through another path never leaks another user's analytics.
     @strawberry.field(description="Overview of this user's tasks.")
@@ -74,7 +82,7 @@ class User:
 class UsersQuery:
     @strawberry.field(description="The signed-in user.")
     async def me(self, info: Info) -> User:
-        return User.from_row(await resolve.me(info))
+        return User.from_user(await resolve.me(info))
 
     @strawberry.field(description="Every user, oldest first (admins only).")
     async def users(self, info: Info, first: int | None = DEFAULT_PAGE_SIZE,

@@ -183,6 +183,7 @@ def productivity(tasks: Iterable[Task], events: Iterable[Mapping[str, Any]], tz:
         "from": d_from.isoformat(), "to": d_to.isoformat(),
         "score": r1(sum(scores, Fraction(0)) / len(scores)) if scores else 0.0,
         "tasksCompleted": len(done),
+        "averageTasksPerDay": r1(Fraction(len(done), len(scores))) if scores else 0.0,
         "currentStreak": current,
         "longestStreak": longest,
         "daysGoalMet": sum(1 for f in figures.values() if f["completed"] >= goal),

@@ -34,6 +34,36 @@ async def test_a_user_sees_their_own_analytics_without_naming_themselves(
                "role": "USER"}}
 
 
+async def test_average_tasks_per_day_counts_the_ranges_days_up_to_today(
+        users: UserFactory, gql: GQL, token_for: Callable[..., str]) -> None:
+    """docs/analytics.md: tasksCompleted / the range's days up to today, 1 decimal."""
+    alice = await users.create(timezone="UTC")
+    now = datetime.now(UTC)
+    for days_ago in (0, 0, 1, 2, 2, 2, 2):
+        await users.task(alice, status="done", completed_at=now - timedelta(days=days_ago),
+                         created_at=now - timedelta(days=3))
+    today = now.date()
+    query = """query($f: Date, $t: Date) { productivity(from: $f, to: $t)
+        { tasksCompleted averageTasksPerDay } }"""
+
+    async def ask(d_from: Any, d_to: Any) -> dict[str, Any]:
+        body = await gql(query, {"f": d_from.isoformat(), "t": d_to.isoformat()},
+                         token=token_for(alice.id))
+        assert "errors" not in body, body
+        return dict(body["data"]["productivity"])
+
+    # 7 completions over the 3 days up to today; then over 6 days (3 of them after today)
+    assert await ask(today - timedelta(days=2), today) == {
+        "tasksCompleted": 7, "averageTasksPerDay": 2.3}
+    assert await ask(today - timedelta(days=2), today + timedelta(days=3)) == {
+        "tasksCompleted": 7, "averageTasksPerDay": 2.3}
+    # the one completion of yesterday over its one day; a range wholly after today: 0.0
+    assert (await ask(today - timedelta(days=1), today - timedelta(days=1))
+            )["averageTasksPerDay"] == 1.0
+    assert await ask(today + timedelta(days=1), today + timedelta(days=5)) == {
+        "tasksCompleted": 0, "averageTasksPerDay": 0.0}
+
+
 @pytest.mark.parametrize("field", [
     "overview(userId: $u) { totalTasks }",
     "trends(userId: $u) { period }",

@@ -40,9 +40,9 @@ def gql(gql_uncached: GQL) -> GQL:
 FIELDS_POINT = ("date tasksCreated tasksCompleted tasksDue tasksCompletedOnTime completionRate "
                 "productivityScore")
 FIELDS_TRENDS = f"period from to points {{ {FIELDS_POINT} }}"
-FIELDS_PRODUCTIVITY = ("from to score tasksCompleted currentStreak longestStreak daysGoalMet "
-                       "leadTimeHours cycleTimeHours onTimeRate mostProductiveWeekday "
-                       "mostProductiveHour")
+FIELDS_PRODUCTIVITY = ("from to score tasksCompleted averageTasksPerDay currentStreak "
+                       "longestStreak daysGoalMet leadTimeHours cycleTimeHours onTimeRate "
+                       "mostProductiveWeekday mostProductiveHour")
 FIELDS_OVERVIEW = ("totalTasks completedTasks pendingTasks inProgressTasks overdueTasks "
                    "dueTodayTasks completionRate priorityDistribution { high medium low } "
                    "statusDistribution { todo inProgress done }")

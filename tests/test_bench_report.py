@@ -1,4 +1,4 @@
-"""The pure parts of `make bench` (tests/bench/): wrk figures, ratios to baselines, targets, the
+"""The pure parts of `make bench` (bench/): wrk figures, ratios to baselines, targets, the
 table and the JSON file, the profile summary, and the baseline's id substitution. The benchmark
 itself is not run here."""
 
@@ -8,8 +8,8 @@ import json
 import uuid
 from pathlib import Path
 
-from tests.bench.baseline import substitute
-from tests.bench.report import (
+from bench.baseline import substitute
+from bench.report import (
     Job,
     Report,
     Run,
@@ -18,7 +18,7 @@ from tests.bench.report import (
     parse_wrk,
     render,
 )
-from tests.bench.run import BASELINES, Config, hot_spots
+from bench.run import BASELINES, Config, hot_spots
 
 WRK_SUMMARY = {"requests": 2000, "duration_us": 8_000_000, "connect": 0, "read": 1, "write": 0,
                "status": 2, "timeout": 0, "graphql_errors": 3, "p50": 4_200, "p95": 9_870,

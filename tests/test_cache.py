@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from gateway.cache.fields import (
-    KEY_FORMAT,
+    PlainJson,
     cache_key,
     cache_of,
 )
@@ -32,6 +32,7 @@ from schema.extensions.cache_report import CacheExtension
 from tests.factories import User, UserFactory
 
 Key = tuple[Any, ...]
+COUNTS = PlainJson("task-count")  # the format of TaskCountLoader's values
 
 
 class Counter:
@@ -50,6 +51,7 @@ class TaskCountLoader(CachedLoader[Key, Any]):
     """Key `(user_id, status)` → `{"count": n}`: that user's tasks with that status."""
 
     field = "overview"
+    codec = COUNTS
 
     def __init__(self, resources: Resources, counter: Counter) -> None:
         super().__init__()
@@ -126,11 +128,11 @@ def test_a_key_names_user_version_field_and_arguments() -> None:
     user = uuid.UUID("00000000-0000-0000-0000-000000000001")
     from datetime import date
 
-    key = cache_key("trends", (user, date(2026, 1, 1), date(2026, 1, 30)), 7)
-    assert key == f"analytics:{{{user}}}:f{KEY_FORMAT}:v7:trends:2026-01-01:2026-01-30"
+    key = cache_key("trends", (user, date(2026, 1, 1), date(2026, 1, 30)), 7, "3fa9")
+    assert key == f"analytics:{{{user}}}:f3fa9:v7:trends:2026-01-01:2026-01-30"
     # arguments cannot run into each other: a ':' inside one is escaped
-    assert cache_key("f", (user, "a:b"), 0) != cache_key("f", (user, "a", "b"), 0)
-    assert cache_key("f", (user, None), 0).endswith(":f:-")
+    assert cache_key("f", (user, "a:b"), 0, "x") != cache_key("f", (user, "a", "b"), 0, "x")
+    assert cache_key("f", (user, None), 0, "x").endswith(":f:-")
 
 
 # --- hits, misses, batches -------------------------------------------------------------------
@@ -161,7 +163,7 @@ async def test_a_miss_is_computed_once_then_served_from_redis(
     assert second_notes["cache"]["overview"]["age"] >= 0
     # stored under the versioned key, with the overview TTL
     version = await resources.pool.fetchval("select data_version from users where id = $1", user.id)
-    ttl = await redis.ttl(cache_key("overview", (user.id, "done"), version))
+    ttl = await redis.ttl(cache_key("overview", (user.id, "done"), version, COUNTS.format))
     assert 0 < ttl <= resources.settings.cache_ttl_overview
 
 
@@ -311,7 +313,7 @@ async def test_a_waiter_computes_itself_when_the_lock_holder_gives_up(
     the waiter computes the figure itself instead of failing."""
     user = await users.create()
     version = await resources.pool.fetchval("select data_version from users where id = $1", user.id)
-    key = cache_key("overview", (user.id, "done"), version)
+    key = cache_key("overview", (user.id, "done"), version, COUNTS.format)
     await redis.set(f"{key}:lock", "someone-else", px=5000)
     counter = Counter()
 

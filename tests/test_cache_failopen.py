@@ -6,6 +6,7 @@ the cache sent, to show that Redis is skipped while the breaker is open."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from gateway.cache.clients import create_redis
 from gateway.cache.fields import cache_of
 from gateway.data.resources import Resources
 from gateway.dev.embedded import RedisServer, free_port
-from gateway.ops.circuit import CircuitBreaker, Permit
+from gateway.ops.circuit import CircuitBreaker, CircuitOpen, Permit
 from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 from tests.test_cache import Counter, load
@@ -162,3 +163,45 @@ def test_the_breaker_lets_one_probe_through_after_the_cooldown() -> None:
     assert breaker.allow() is Permit.PROBE
     breaker.success()
     assert breaker.allow() is Permit.CLOSED and not breaker.is_open
+
+
+async def test_a_busy_process_is_no_verdict_on_the_dependency() -> None:
+    """Two ways this process, not Redis, makes a call late; neither may open the breaker (under a
+    burst of requests it would switch the cache off exactly when it is needed):
+
+    - the call waited too long for one of `max_concurrent` slots;
+    - the event loop was blocked past the deadline, so the timeout fired after the answer had
+      arrived (asyncio then cancels the call before it reads the answer).
+    """
+    breaker = CircuitBreaker(5, timeout=0.2, max_concurrent=1, name="test")
+
+    async def slow() -> str:
+        await asyncio.sleep(0.15)
+        return "ok"
+
+    results = await asyncio.gather(*(breaker.call(slow, (OSError,)) for _ in range(3)),
+                                   return_exceptions=True)
+    assert results[:2] == ["ok", "ok"]
+    assert isinstance(results[2], CircuitOpen)  # a miss for that call ...
+    assert not breaker.is_open and breaker.stats.congested == 1  # ... and no verdict
+
+    async def quick() -> str:
+        await asyncio.sleep(0.01)
+        return "ok"
+
+    async def block_the_loop() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.4)  # noqa: ASYNC251  (on purpose: a loop busy with CPU work)
+
+    late, _ = await asyncio.gather(breaker.call(quick, (OSError,)), block_the_loop(),
+                                   return_exceptions=True)
+    assert late == "ok" or isinstance(late, CircuitOpen)
+    assert not breaker.is_open and breaker.stats.failed == 0
+
+    async def hung() -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    with pytest.raises(TimeoutError):  # a dependency that does not answer still opens it
+        await breaker.call(hung, (OSError,))
+    assert breaker.is_open

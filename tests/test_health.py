@@ -17,6 +17,7 @@ async def test_health_never_touches_the_database(settings: Settings) -> None:
     body = response.json()
     assert body["status"] == "healthy"
     assert body["version"] == settings.app_version
+    assert body["service"] == settings.app_name  # APP_NAME
     assert "T" in body["timestamp"]
 
 

@@ -59,7 +59,8 @@ async def test_json_lines_are_parseable_and_carry_the_request(
     entries = lines(log_file)
     assert entries, "nothing was logged"
     for entry in entries:
-        assert {"time", "level", "logger", "message"} <= entry.keys()
+        assert {"time", "level", "service", "logger", "message"} <= entry.keys()
+        assert entry["service"] == local.app_name  # APP_NAME
     access = [e for e in entries if e["logger"] == "gateway.access"
               and e.get("request_id") == request_id]
     assert len(access) == 1
@@ -145,3 +146,34 @@ def test_json_formatter_includes_exceptions() -> None:
                                    exc_info=__import__("sys").exc_info())
     entry = json.loads(formatter.format(record))
     assert "ValueError" in entry["exception"] and "hunter2" not in entry["exception"]
+
+
+async def test_app_debug_logs_each_statement_by_name_without_its_arguments(
+        settings: Settings, restore_logging: None, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import uuid
+
+    from gateway.data.db import create_pool, query
+
+    debug = replace(settings, app_debug=True, log_level="WARNING")
+    configure_logging(debug)
+    try:
+        assert logging.getLogger("gateway.sql").isEnabledFor(logging.DEBUG)  # despite LOG_LEVEL
+        secret_id = uuid.uuid4()
+        pool = await create_pool(debug)
+        try:
+            await pool.fetchval(query("user_has_stale_days"), secret_id)
+            for _ in range(50):  # asyncpg calls query loggers soon after the statement
+                lines_ = [r.getMessage() for r in caplog.records if r.name == "gateway.sql"]
+                if any("user_has_stale_days" in line for line in lines_):
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await pool.close()
+        assert any(line.startswith("user_has_stale_days ") and line.endswith(" ms")
+                   for line in lines_), lines_
+        assert not any(str(secret_id) in line for line in lines_)
+        configure_logging(settings)  # APP_DEBUG=false: the statement log is off again
+        assert not logging.getLogger("gateway.sql").isEnabledFor(logging.DEBUG)
+    finally:
+        logging.getLogger("gateway.sql").setLevel(logging.NOTSET)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,58 @@ async def test_business_gauges(client: httpx.AsyncClient, pool: asyncpg.Pool, us
     values = samples(text)
     assert values[("analytics_active_users", ())] == 1
     assert values[("analytics_tasks_total", ())] == 4
+
+
+async def test_task_gauges_come_from_the_materialized_views(client: httpx.AsyncClient,
+                                                             pool: asyncpg.Pool, users: Any,
+                                                             app_with: Any, settings: Settings
+                                                             ) -> None:
+    from workers.jobs import refresh_materialized_views
+
+    now = datetime.now(UTC)
+    ann, bob = await users.create(), await users.create()
+    await users.task(ann, status="todo", priority="high", due_date=now.date() - timedelta(days=3))
+    await users.task(ann, status="in_progress", priority="low", due_date=now.date())
+    await users.task(bob, status="done", priority="medium", completed_at=now)
+    await users.task(bob, status="todo", deleted=True, deleted_at=now)  # not counted
+    month = now.date().replace(day=1)
+    await pool.execute("insert into daily_analytics (user_id, date, tasks_created, tasks_completed)"
+                       " values ($1, $2, 3, 1), ($3, $2, 5, 2), ($3, $4, 7, 7)",
+                       ann.id, month, bob.id, month - timedelta(days=1))  # last month: not counted
+    await refresh_materialized_views(pool)
+    gauges = client.app.state.business_gauges  # type: ignore[attr-defined]
+
+    async def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        await gauges.refresh(pool, force=True)
+        return samples((await client.get("/metrics")).text)
+
+    values = await scrape()
+    assert {s: values[("analytics_tasks_by_status", (("status", s),))]
+            for s in ("todo", "in_progress", "done")} == {"todo": 1, "in_progress": 1, "done": 1}
+    assert {p: values[("analytics_tasks_by_priority", (("priority", p),))]
+            for p in ("high", "medium", "low")} == {"high": 1, "medium": 1, "low": 1}
+    assert values[("analytics_open_tasks", (("overdue", "true"),))] == 1
+    assert values[("analytics_open_tasks", (("overdue", "false"),))] == 1  # due today
+    assert values[("analytics_tasks_this_month", (("event", "created"),))] == 8
+    assert values[("analytics_tasks_this_month", (("event", "completed"),))] == 3
+    # As of the views' last refresh, not live: a new task shows once the worker refreshes them.
+    await users.task(bob, status="todo", priority="high")
+    values = await scrape()
+    assert values[("analytics_tasks_by_status", (("status", "todo"),))] == 1
+    await refresh_materialized_views(pool)
+    values = await scrape()
+    assert values[("analytics_tasks_by_status", (("status", "todo"),))] == 2
+    assert values[("analytics_tasks_by_priority", (("priority", "high"),))] == 2
+    # With ENABLE_MATERIALIZED_VIEWS=false nothing refreshes the views, so nothing reads them.
+    async with app_with(settings, enable_materialized_views=False) as other:
+        assert other.app.state.business_gauges.views_sql is None  # type: ignore[attr-defined]
+
+
+async def test_build_info_names_the_service(client: httpx.AsyncClient, settings: Settings
+                                           ) -> None:
+    values = samples((await client.get("/metrics")).text)
+    labels = (("env", "test"), ("service", settings.app_name), ("version", settings.app_version))
+    assert values[("analytics_build_info", labels)] == 1
 
 
 async def test_pool_gauges(client: httpx.AsyncClient, settings: Settings) -> None:

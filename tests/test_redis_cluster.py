@@ -107,18 +107,18 @@ async def cluster(cluster_settings: Settings) -> AsyncIterator[Redis]:
 def test_a_users_keys_share_one_slot_and_users_spread_over_slots() -> None:
     users = [uuid.uuid4() for _ in range(20)]
     for user in users:
-        keys = [f"gql:{{{user}}}:f2:v3:abc", cache_key("overview", (user,), 3),
-                cache_key("trends", (user, "2026-01-01", "2026-01-30"), 3), ryw_key(user),
+        keys = [f"gql:{{{user}}}:f2:v3:abc", cache_key("overview", (user,), 3, "f"),
+                cache_key("trends", (user, "2026-01-01", "2026-01-30"), 3, "f"), ryw_key(user),
                 f"rl:{{{user}}}:1", f"rl:{{{user}}}:0"]
         assert len({key_slot(k.encode()) for k in keys}) == 1, keys
-    assert len({key_slot(cache_key("overview", (u,), 0).encode()) for u in users}) > 1
+    assert len({key_slot(cache_key("overview", (u,), 0, "f").encode()) for u in users}) > 1
 
 
 async def test_create_redis_gives_a_cluster_client(cluster: Redis) -> None:
     assert isinstance(cluster, RedisCluster)
     assert len(cluster.get_primaries()) == 3
     with pytest.raises(Exception, match="(?i)slot"):  # why multi-user MGETs are split by slot
-        await cluster.mget([cache_key("overview", (uuid.uuid4(),), 0) for _ in range(20)])
+        await cluster.mget([cache_key("overview", (uuid.uuid4(),), 0, "f") for _ in range(20)])
 
 
 async def test_cache_hits_misses_and_invalidation_through_the_api_on_the_cluster(

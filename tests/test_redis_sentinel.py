@@ -180,8 +180,9 @@ async def test_cache_and_rate_limits_survive_a_fail_over(
         loader = OverviewLoader(pool)
         versions = {user.id: await pool.fetchval(
             "select data_version from users where id = $1", user.id)}
-        values = await cache.load("overview", [(user.id,)], versions, loader.compute, notes)
-        assert values[0]["total_tasks"] == 1 and notes["cache"]["overview"]["misses"] == 1
+        values = await cache.load("overview", [(user.id,)], versions, loader.compute, notes,
+                                  codec=loader.codec)
+        assert values[0].total_tasks == 1 and notes["cache"]["overview"]["misses"] == 1
         assert [(await limiter.hit(key, 2)).allowed for _ in range(2)] == [True, True]
 
         await fail_over(sentinel_set, sentinel_client)
@@ -189,7 +190,8 @@ async def test_cache_and_rate_limits_survive_a_fail_over(
         # The cache path may miss once while it finds the new master; then it hits again.
         for _ in range(50):
             notes = {}
-            await cache.load("overview", [(user.id,)], versions, loader.compute, notes)
+            await cache.load("overview", [(user.id,)], versions, loader.compute, notes,
+                             codec=loader.codec)
             if notes.get("cache", {}).get("overview", {}).get("hits"):
                 break
             await asyncio.sleep(0.2)

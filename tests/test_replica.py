@@ -171,7 +171,7 @@ async def test_the_primary_answers_when_redis_cannot_tell_who_wrote(
         await users.task(user, **DONE)
         loader = OverviewLoader(resources.pool).cached(resources, any_versions)
         [figures] = await loader.compute([(user.id,)])
-        assert figures is not None and figures["completed_tasks"] == 1  # the primary's answer
+        assert figures is not None and figures.completed_tasks == 1  # the primary's answer
     finally:
         await resources.close()
         await replica.execute("select pg_wal_replay_resume()")
@@ -189,14 +189,14 @@ async def test_a_stopped_replica_falls_back_to_the_primary_and_is_used_again_whe
         loader = OverviewLoader(resources.pool).cached(resources, any_versions)
         await caught_up(primary, replica_pool)
         [figures] = await loader.compute([(user.id,)])
-        assert figures is not None and figures["total_tasks"] == 0
+        assert figures is not None and figures.total_tasks == 0
         router = router_of(resources)
         assert not router.breaker.is_open
 
         replica.stop("fast")
         await users.task(user, **DONE)
         [figures] = await loader.compute([(user.id,)])
-        assert figures is not None and figures["completed_tasks"] == 1
+        assert figures is not None and figures.completed_tasks == 1
         assert router.breaker.is_open  # the next reads skip the replica for a while
 
         replica.start()
@@ -212,7 +212,7 @@ async def test_a_stopped_replica_falls_back_to_the_primary_and_is_used_again_whe
             # Written while replay is paused, without a mark: only the primary has it.
             await users.task(user, **DONE)
             [figures] = await loader.compute([(user.id,)])
-            assert figures is not None and figures["completed_tasks"] == 1  # the replica again
+            assert figures is not None and figures.completed_tasks == 1  # the replica again
             assert not router.breaker.is_open
             await fresh.execute("select pg_wal_replay_resume()")
         finally:

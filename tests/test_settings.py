@@ -41,6 +41,12 @@ def test_production_refuses_a_placeholder_or_short_secret(secret: str) -> None:
         load(APP_ENV="production", JWT_SECRET_KEY=secret)
 
 
+def test_production_refuses_app_debug() -> None:
+    with pytest.raises(SettingsError, match="^APP_DEBUG: "):
+        load(APP_ENV="production", JWT_SECRET_KEY="x" * 40, APP_DEBUG="true")
+    assert load(APP_ENV="staging", APP_DEBUG="true").app_debug
+
+
 def test_production_accepts_a_long_random_secret() -> None:
     settings = load(APP_ENV="production", JWT_SECRET_KEY="x" * 40)
     assert settings.is_production

@@ -1,6 +1,6 @@
 """The arq jobs, run by a real arq worker (burst mode) against the test PostgreSQL and Redis.
 
-Expected figures come from `expected_day`, a plain-Python reading of shared/spec/analytics.md
+Expected figures come from `expected_day`, a plain-Python reading of docs/analytics.md
 ("One day D") over the raw rows, independent of the SQL under test.
 """
 
@@ -28,6 +28,8 @@ from redis.asyncio import Redis
 
 from domain import changes as events
 from domain.changes import (
+    NIGHTLY_CRON,
+    REPAIR_JOB,
     affected_days,
     enqueue_rebuild,
     enqueue_repair,
@@ -37,7 +39,6 @@ from domain.changes import (
 from gateway.data.resources import Resources, arq_redis_settings
 from gateway.ops.settings import Settings
 from tests.factories import User, UserFactory
-from workers import NIGHTLY_CRON, REPAIR_JOB
 from workers.metrics import MAX_TRIES, backoff_seconds
 from workers.settings import build_worker_settings
 

@@ -12,18 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["AGGREGATE_JOB", "NIGHTLY_CRON", "REFRESH_VIEWS_JOB", "REPAIR_JOB", "WARM_CACHE_CRON",
-           "WARM_CACHE_JOB", "WorkerSettings"]
-
-# The names jobs are enqueued under live in domain/changes.py (the API enqueues them too).
-from domain.changes import (  # re-exported: `workers.AGGREGATE_JOB` and so on
-    AGGREGATE_JOB,
-    NIGHTLY_CRON,
-    REFRESH_VIEWS_JOB,
-    REPAIR_JOB,
-    WARM_CACHE_CRON,
-    WARM_CACHE_JOB,
-)
+__all__ = ["WorkerSettings"]
 
 
 def __getattr__(name: str) -> Any:

@@ -29,6 +29,8 @@ from domain.changes import (
 from gateway.cache.clients import create_redis
 from gateway.data.db import create_pool
 from gateway.data.resources import Resources, arq_redis_settings
+from gateway.ops.logs import Redactor, configure_logging, settings_secrets
+from gateway.ops.metrics import BUILD_INFO
 from gateway.ops.settings import Settings
 from workers.cron import cron_arguments
 from workers.metrics import MAX_TRIES, RETRY_BASE_S, RUN_LOGGER, start_metrics_server
@@ -80,14 +82,8 @@ def configure_worker_logging(settings: Settings) -> None:
     everything, except that each job-run line goes to stdout as the bare JSON object it is,
     whatever LOG_FORMAT says, so that log pipelines can parse it. arq's own lines keep the
     handler the `arq` command gave them (propagating too would print them twice)."""
-    try:
-        from gateway.ops.logs import Redactor, configure_logging, settings_secrets
-    except ImportError:  # pragma: no cover - the API's logging module is optional here
-        logging.basicConfig(level=settings.log_level)
-        redact: Callable[[str], str] = str
-    else:
-        configure_logging(settings)
-        redact = Redactor(settings_secrets(settings))
+    configure_logging(settings)
+    redact = Redactor(settings_secrets(settings))
     logging.getLogger("arq").propagate = False
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_Redacted(redact))
@@ -108,6 +104,7 @@ async def startup(ctx: dict[str, Any]) -> None:
                                  cache_redis=create_redis(settings, cache_path=True),
                                  arq=ctx["redis"])
     if settings.prometheus_enabled:
+        BUILD_INFO.labels(settings.app_name, settings.app_version, settings.app_env).set(1)
         start_metrics_server(settings.prometheus_port)
     log.info("worker started (env=%s)", settings.app_env)
 

@@ -69,9 +69,9 @@ def create_redis(settings: Settings, *, cache_path: bool = False, url: str | Non
                             retry=Retry(NoBackoff(), 0) if cache_path else Retry(NoBackoff(), 1),
                             retry_on_timeout=False, health_check_interval=0,
                             decode_responses=False, **options)
-        return sentinel.master_for(settings.redis_sentinel_master,
-                                   max_connections=settings.redis_max_connections)
-    return Redis.from_url(
+        return cast(Redis, sentinel.master_for(settings.redis_sentinel_master,
+                                               max_connections=settings.redis_max_connections))
+    return cast(Redis, Redis.from_url(
         url or settings.redis_url or "redis://127.0.0.1:6379/0",
         password=settings.redis_password,
         max_connections=settings.redis_max_connections,
@@ -81,7 +81,7 @@ def create_redis(settings: Settings, *, cache_path: bool = False, url: str | Non
         retry_on_timeout=False,
         health_check_interval=0,
         decode_responses=False,
-    )
+    ))
 
 
 def breaker_for(client: Any, settings: Settings) -> CircuitBreaker:

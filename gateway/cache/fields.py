@@ -1,10 +1,12 @@
 """The Redis cache of analytics field results: versioned keys, single flight, fail-open.
 
-A cached figure lives at `analytics:{<user_id>}:f<FORMAT>:v<version>:<field>:<args...>`:
+A cached figure lives at `analytics:{<user_id>}:f<format>:v<version>:<field>:<args...>`:
 
 - the `{user_id}` hash tag keeps all of a user's keys in one Redis Cluster slot;
-- `f<FORMAT>` is the format of the stored values: entries written by a release that shaped them
-  differently are never read (bump `KEY_FORMAT` when a value's shape changes);
+- `f<format>` is the format of the stored values, which the loader's `Codec` names (for the
+  analytics figures a hash of the value type's fields, derived at import by
+  `domain.figures.FigureCodec`): entries written by a release that shaped them differently are
+  never read, and an entry that cannot be decoded anyway is a miss, never an error;
 - `<version>` is the user's `users.data_version` in PostgreSQL, which the transaction of every
   change to the user's figures raises (triggers of sql/migrations/0002_data_versions.sql). The
   request reads it from PostgreSQL (with the user row it loads anyway) before it reads the cache,
@@ -41,7 +43,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from prometheus_client import Counter
@@ -55,6 +57,7 @@ from gateway.ops.settings import Settings
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 Key = tuple[Any, ...]
 """A loader key: the user id first, then the field's arguments (dates, strings, enums, None)."""
 Compute = Callable[[list[Key]], Awaitable[Sequence[Any]]]
@@ -85,8 +88,36 @@ class _LeaderGone(Exception):
 # --- keys ------------------------------------------------------------------------------------
 
 
-KEY_FORMAT = 2
-"""The format of cache keys and values; 2: versions from PostgreSQL (1 kept them in Redis)."""
+class Codec(Protocol[V]):
+    """How a loader's values are stored: `encode` makes a value JSON-compatible, `decode` reads
+    it back (raising on a value of another shape, which the cache then treats as a miss), and
+    `format` names the shape, in every key. The cache knows no value type: the loader gives its
+    codec (`domain.figures.FigureCodec` for the analytics figures)."""
+
+    @property
+    def format(self) -> str: ...
+
+    def encode(self, value: V) -> Any: ...
+
+    def decode(self, data: Any) -> V: ...
+
+
+class PlainJson:
+    """A codec for values that are JSON already (dicts, lists, numbers, text), stored and read
+    as they are; `format` is whatever the caller names their shape."""
+
+    def __init__(self, format: str) -> None:
+        self.format = format
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+
+DECODE_FAILURES = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+"""What decoding a stored value of an unexpected shape may raise: the entry is then a miss."""
 Versions = Mapping[Any, int]
 """Each user's `users.data_version`, as the request read it from PostgreSQL."""
 
@@ -102,10 +133,11 @@ def _arg(value: Any) -> str:
     return str(value).replace("%", "%25").replace(":", "%3A")
 
 
-def cache_key(field: str, key: Key, version: int) -> str:
-    """`analytics:{<user_id>}:f<FORMAT>:v<version>:<field>:<args...>` for a loader key."""
+def cache_key(field: str, key: Key, version: int, fmt: str) -> str:
+    """`analytics:{<user_id>}:f<fmt>:v<version>:<field>:<args...>` for a loader key, `fmt`
+    being the format of the values (the loader's `Codec.format`)."""
     user_id, *args = key
-    parts = [f"analytics:{{{user_id}}}:f{KEY_FORMAT}:v{version}:{field}",
+    parts = [f"analytics:{{{user_id}}}:f{_arg(fmt)}:v{version}:{field}",
              *(_arg(a) for a in args)]
     return ":".join(parts)
 
@@ -130,9 +162,23 @@ def encode(value: Any, written_at: float) -> bytes:
     return orjson.dumps([written_at, value], default=_default)
 
 
-def decode(raw: bytes) -> tuple[Any, float]:
-    written_at, value = orjson.loads(raw)
-    return value, float(written_at)
+def decode(raw: bytes, codec: Codec[V]) -> tuple[V, float]:
+    """The value and when it was written; raises one of `DECODE_FAILURES` (or orjson's
+    `JSONDecodeError`, a ValueError) for an entry of another shape."""
+    written_at, data = orjson.loads(raw)
+    return codec.decode(data), float(written_at)
+
+
+def _decoded(raw: bytes, codec: Codec[V], ckey: str) -> tuple[V, float] | None:
+    """`decode`, or None (a miss) for an entry that is not of the codec's shape: a release that
+    stored another shape under the same format, or a corrupted value. Never an error for the
+    client; the entry is recomputed and overwritten."""
+    try:
+        return decode(raw, codec)
+    except DECODE_FAILURES as exc:
+        log.warning("cache entry %s is not of format %s (%s): recomputed", ckey, codec.format,
+                    exc)
+        return None
 
 
 async def _mget(redis: Redis, keys: list[str]) -> list[bytes | None]:
@@ -219,23 +265,26 @@ class QueryCache:
     # -- the loader path --
 
     async def load(self, field: str, keys: Sequence[Key], versions: Versions, compute: Compute,
-                   notes: dict[str, Any] | None = None, *, force: bool = False) -> list[Any]:
+                   notes: dict[str, Any] | None = None, *, codec: Codec[Any],
+                   force: bool = False) -> list[Any]:
         """The values of `keys` for `field`: from Redis where present, else from `compute`.
 
         `versions` holds the `users.data_version` of every user of `keys`, read from PostgreSQL
         before this call (so before anything is computed: a value is never stored under a
         version newer than the data it was computed from).
 
-        `compute` gets the missing keys only, in one call, and returns their values in order
-        (JSON-compatible; returned as they read back from the cache, so a hit and a miss look
-        the same). `force` recomputes and rewrites every key (cache warming).
+        `compute` gets the missing keys only, in one call, and returns their values in order.
+        `codec` writes and reads them, and its `format` is in every key; a computed value is
+        returned as it reads back from the cache (encoded, then decoded), so a hit and a miss
+        give the same value. An entry that does not decode is a miss. `force` recomputes and
+        rewrites every key (cache warming).
         """
         keys = list(keys)
         if not keys:
             return []
         if not self.enabled:
-            return _roundtrip(await compute(keys), self._clock())
-        ckeys = [cache_key(field, k, versions[k[0]]) for k in keys]
+            return _roundtrip(codec, await compute(keys), self._clock())
+        ckeys = [cache_key(field, k, versions[k[0]], codec.format) for k in keys]
         results: list[Any] = [None] * len(keys)
         missing = list(range(len(keys)))
         ages: list[float] = []
@@ -248,16 +297,17 @@ class QueryCache:
             now = self._clock()
             missing = []
             for i, item in enumerate(raw):
-                if item is None:
+                found = _decoded(item, codec, ckeys[i]) if item is not None else None
+                if found is None:
                     missing.append(i)
                 else:
-                    results[i], written_at = decode(item)
+                    results[i], written_at = found
                     ages.append(max(0.0, now - written_at))
         if not force:  # warming is not traffic: it would drown the hit ratio in misses
             self._count(field, notes, hits=ages, misses=len(missing))
         if missing:
             values = await self._fill(field, [keys[i] for i in missing],
-                                      [ckeys[i] for i in missing], compute, redis_ok)
+                                      [ckeys[i] for i in missing], compute, codec, redis_ok)
             for i, value in zip(missing, values, strict=True):
                 results[i] = value
         return results
@@ -277,7 +327,7 @@ class QueryCache:
                 entry["age"] = max(entry["age"] or 0.0, *hits)
 
     async def _fill(self, field: str, keys: list[Key], ckeys: list[str], compute: Compute,
-                    redis_ok: bool) -> list[Any]:
+                    codec: Codec[Any], redis_ok: bool) -> list[Any]:
         """Compute missing keys once per process: join computations already in flight."""
         loop = asyncio.get_running_loop()
         own: list[int] = []
@@ -295,7 +345,8 @@ class QueryCache:
             futures = [self._inflight[ckeys[i]] for i in own]
             try:
                 values = await self._compute_and_store(
-                    field, [keys[i] for i in own], [ckeys[i] for i in own], compute, redis_ok)
+                    field, [keys[i] for i in own], [ckeys[i] for i in own], compute, codec,
+                    redis_ok)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else _LeaderGone()
                 for future in futures:
@@ -321,18 +372,19 @@ class QueryCache:
                 orphans.append(i)
         if orphans:
             values = await self._compute_and_store(
-                field, [keys[i] for i in orphans], [ckeys[i] for i in orphans], compute,
+                field, [keys[i] for i in orphans], [ckeys[i] for i in orphans], compute, codec,
                 redis_ok)
             for i, value in zip(orphans, values, strict=True):
                 results[i] = value
         return results
 
     async def _compute_and_store(self, field: str, keys: list[Key], ckeys: list[str],
-                                 compute: Compute, redis_ok: bool) -> list[Any]:
+                                 compute: Compute, codec: Codec[Any],
+                                 redis_ok: bool) -> list[Any]:
         """Across processes: take the Redis lock of each key, compute the keys we hold, wait
         briefly for the others' results, compute what never came; then store ours."""
         if not redis_ok:
-            return _roundtrip(await compute(keys), self._clock())
+            return _roundtrip(codec, await compute(keys), self._clock())
         token = secrets.token_hex(8)
 
         async def lock() -> list[Any]:
@@ -344,7 +396,7 @@ class QueryCache:
         try:
             held = [bool(r) for r in await self._call(lock)]
         except CacheUnavailable:
-            return _roundtrip(await compute(keys), self._clock())
+            return _roundtrip(codec, await compute(keys), self._clock())
 
         mine = [i for i, h in enumerate(held) if h]
         theirs = [i for i, h in enumerate(held) if not h]
@@ -361,7 +413,7 @@ class QueryCache:
         async def wait_theirs() -> None:
             if not theirs:
                 return
-            found = await self._wait_for([ckeys[i] for i in theirs])
+            found = await self._wait_for([ckeys[i] for i in theirs], codec)
             late = [i for i, value in zip(theirs, found, strict=True) if value is _ABSENT]
             for i, value in zip(theirs, found, strict=True):
                 if value is not _ABSENT:
@@ -378,14 +430,14 @@ class QueryCache:
             await self._release([ckeys[i] for i in mine], token)
             raise
         now = self._clock()
-        payloads = {i: encode(results[i], now) for i in computed}
+        payloads = {i: encode(codec.encode(results[i]), now) for i in computed}
         for i, payload in payloads.items():
-            results[i] = orjson.loads(payload)[1]
+            results[i] = decode(payload, codec)[0]
         await self._store(field, {ckeys[i]: p for i, p in payloads.items()},
                           [ckeys[i] for i in mine], token)
         return results
 
-    async def _wait_for(self, ckeys: list[str]) -> list[Any]:
+    async def _wait_for(self, ckeys: list[str], codec: Codec[Any]) -> list[Any]:
         """Poll for values another process is computing; `_ABSENT` where none came in time
         (or where the other process gave up its lock without writing)."""
         found: list[Any] = [_ABSENT] * len(ckeys)
@@ -407,9 +459,10 @@ class QueryCache:
             values, locks = raw[:len(keys)], raw[len(keys):]
             still: list[int] = []
             for i, value, lock in zip(waiting, values, locks, strict=True):
-                if value is not None:
-                    found[i] = decode(value)[0]
-                elif lock is not None:
+                decoded = _decoded(value, codec, ckeys[i]) if value is not None else None
+                if decoded is not None:
+                    found[i] = decoded[0]
+                elif value is None and lock is not None:
                     still.append(i)
             waiting = still
         return found
@@ -457,9 +510,10 @@ class _Absent:
 _ABSENT: Any = _Absent()
 
 
-def _roundtrip(values: Sequence[Any], written_at: float) -> list[Any]:
-    """Values as they would read back from the cache (dates become strings, and so on)."""
-    return [orjson.loads(encode(v, written_at))[1] for v in values]
+def _roundtrip(codec: Codec[Any], values: Sequence[Any], written_at: float) -> list[Any]:
+    """Values as they would read back from the cache: encoded, stored form and all, then
+    decoded, so that what was not cached is exactly what a hit would give."""
+    return [decode(encode(codec.encode(v), written_at), codec)[0] for v in values]
 
 
 def cache_of(resources: Any) -> QueryCache:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.ops.logs import SQL_LOGGER
 from gateway.ops.metrics import DB_QUERY_DURATION, DB_UNAVAILABLE
 from gateway.ops.settings import Settings
 
@@ -75,6 +76,18 @@ def observe_query(record: Any) -> None:
     """asyncpg query logger: times each statement under its query name (`other` for SQL that is
     not one of sql/queries/), for `analytics_db_query_duration_seconds`."""
     DB_QUERY_DURATION.labels(_QUERY_NAMES.get(record.query, "other")).observe(record.elapsed)
+
+
+sql_log = logging.getLogger(SQL_LOGGER)
+
+
+def log_query(record: Any) -> None:
+    """APP_DEBUG's query logger: each statement's name (or its first 80 characters, for SQL that
+    is not one of sql/queries/), duration and failure, at DEBUG on `gateway.sql`. Never its
+    arguments, which may be password or token hashes and e-mail addresses."""
+    name = _QUERY_NAMES.get(record.query) or " ".join(record.query.split())[:80]
+    failed = f" failed: {type(record.exception).__name__}" if record.exception else ""
+    sql_log.debug("%s %.2f ms%s", name, record.elapsed * 1000, failed)
 
 
 # -- outages ---------------------------------------------------------------------------------
@@ -170,6 +183,12 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   decoder=orjson.loads, format="text")
 
 
+async def _init_debug_connection(conn: asyncpg.Connection) -> None:
+    """`_init_connection`, plus the statement log of APP_DEBUG."""
+    await _init_connection(conn)
+    conn.add_query_logger(log_query)
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default reset query (`RESET ALL`, `UNLISTEN *`, ...), a round
     trip on every release. asyncpg still rolls back an open transaction first; what the reset
@@ -198,7 +217,7 @@ async def create_pool(settings: Settings, dsn: str | None = None,
             "jit": "off",
             "statement_timeout": str(int(settings.query_timeout * 1000)),
         },
-        "init": _init_connection,
+        "init": _init_debug_connection if settings.app_debug else _init_connection,
         "reset": _keep_session,
     }
     options.update(overrides)

@@ -64,7 +64,7 @@ def arq_redis_settings(settings: Settings) -> RedisSettings:
     if settings.redis_sentinels:
         from gateway.cache.clients import parse_nodes
 
-        redis_settings.host = parse_nodes(settings.redis_sentinels)  # type: ignore[assignment]
+        redis_settings.host = parse_nodes(settings.redis_sentinels)
         redis_settings.sentinel = True
         redis_settings.sentinel_master = settings.redis_sentinel_master
     if settings.redis_password:

@@ -41,6 +41,7 @@ from gateway.http.response_cache import ResponseCache
 from gateway.http.responses import ERROR_STATUSES, RETRY_STATUSES, ORJSONResponse
 from gateway.ops.logs import configure_logging, quiet_library_loggers
 from gateway.ops.metrics import (
+    BUILD_INFO,
     BusinessGauges,
     RequestMetrics,
     render,
@@ -60,7 +61,8 @@ GZIP_MINIMUM_BYTES = 1000
 async def health(request: Request) -> Response:
     """Liveness: answers without touching the database or Redis."""
     settings: Settings = request.app.state.settings
-    return ORJSONResponse({"status": "healthy", "version": settings.app_version,
+    return ORJSONResponse({"status": "healthy", "service": settings.app_name,
+                           "version": settings.app_version,
                            "timestamp": datetime.now(UTC).isoformat()})
 
 
@@ -149,7 +151,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.load()
     quiet_library_loggers()
     quiet_outage_noise()
-    business_gauges = BusinessGauges(query("metrics_business_gauges"))
+    # The materialized views serve only these fleet-wide gauges, where their staleness is
+    # acceptable; never a user's figures (those are exact and live, docs/analytics.md).
+    business_gauges = BusinessGauges(
+        query("metrics_business_gauges"),
+        query("metrics_view_gauges") if settings.enable_materialized_views else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -193,6 +199,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     exception_handlers={GatewayError: gateway_error})
     app.state.settings = settings
     app.state.business_gauges = business_gauges
+    if settings.prometheus_enabled:
+        BUILD_INFO.labels(settings.app_name, settings.app_version, settings.app_env).set(1)
     return app
 
 

@@ -30,8 +30,7 @@ from gateway.data.db import query
 from gateway.data.resources import Resources
 from gateway.errors import BadUserInput, Unauthenticated
 from gateway.http.bodies import error_body
-from gateway.http.identity import Account, account_of, verified_caller
-from gateway.security.access import bearer_token, decode_access_token
+from gateway.http.identity import Account, account_of, identify, verified_caller
 from resolvers.tasks import like_pattern
 from schema.extensions.errors import replacement_for
 from schema.extensions.input_check import unstorable
@@ -210,11 +209,12 @@ async def export_tasks(request: Request) -> Response:
     """The caller's non-deleted tasks as CSV, oldest first, at most `MAX_EXPORT_ROWS` rows."""
     resources: Resources = request.app.state.resources
     settings = resources.settings
+    state = identify(request.scope, settings)  # decoded once per request, see identity.py
     try:
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise Unauthenticated("Authorization: Bearer <access token> required")
-        caller = decode_access_token(settings, token)
+        caller = state["caller"]
+        if caller is None:
+            raise state["auth_error"] or Unauthenticated(
+                "Authorization: Bearer <access token> required")
         # The account must still exist now, not only when the token was issued.
         caller = verified_caller(caller, await _account(request, resources, caller.id))
     except Unauthenticated as exc:

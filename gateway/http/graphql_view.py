@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -19,11 +20,15 @@ from strawberry.types import ExecutionResult
 
 from gateway.data.resources import Resources
 from gateway.errors import Unauthenticated
-from gateway.http.bodies import RequestRefused, error_body, load_json
+from gateway.http.bodies import RequestRefused, error_body, load_json, parsed_body
 from gateway.http.identity import account_of, identify, verified_caller
 from gateway.http.responses import RETRY_STATUSES, ORJSONResponse
 from resolvers.context import Context
 from schema.extensions.errors import replacement_for, shape_errors
+
+# The body gate's `(body, parsed)` of the request being answered (see `decode_json`).
+_PARSED: ContextVar[tuple[bytes, dict[str, Any]] | None] = ContextVar("graphql_body",
+                                                                      default=None)
 
 
 class GraphQLApp(GraphQL[Context, None]):
@@ -72,10 +77,13 @@ class GraphQLApp(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        kept = _PARSED.set(parsed_body(scope))
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except HTTPException as exc:
             response = self.refusal(exc)
+        finally:
+            _PARSED.reset(kept)
         await response(scope, receive, send)
 
     @staticmethod
@@ -93,7 +101,10 @@ class GraphQLApp(GraphQL[Context, None]):
         return ORJSONResponse(error_body(exc.reason, code), status_code=exc.status_code)
 
     def decode_json(self, data: str | bytes) -> object:
-        # Checked by `GraphQLBodyGate` for POST already; here for GET's query parameters.
+        # A POST body was parsed (and checked) by `GraphQLBodyGate` already: not parsed again.
+        kept = _PARSED.get()
+        if kept is not None and kept[0] == data:
+            return kept[1]
         return load_json(data)
 
     def parse_query_params(self, params: Mapping[str, str | None]) -> dict[str, Any]:
@@ -104,7 +115,7 @@ class GraphQLApp(GraphQL[Context, None]):
                 data[name] = load_json(data[name], f"The {name} parameter")
         return data
 
-    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
+    def encode_json(self, data: object) -> bytes:
         try:
             return orjson.dumps(data)
         except TypeError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from domain.figures import UserRow
 from gateway.data.db import query
 from gateway.data.resources import Resources
 from gateway.errors import Unauthenticated
@@ -21,12 +22,11 @@ from gateway.ops.logs import current_request
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller, bearer_token, decode_access_token
 from gateway.security.ratelimit import TrustedProxies, client_ip
-from loaders.analytics import user_value
 
 ACCOUNT = "account"              # request-state key: the caller's user row, or None
 ACCOUNT_ERROR = "account_error"  # request-state key: why it could not be read
-Account = dict[str, Any]
-"""The caller's user row as `loaders.analytics.user_value` shapes it."""
+Account = UserRow
+"""The caller's user row, as the analytics' user loader holds it (domain/figures.py)."""
 
 
 async def account_of(scope: Any, resources: Resources, user_id: uuid.UUID) -> Account | None:
@@ -42,7 +42,7 @@ async def account_of(scope: Any, resources: Resources, user_id: uuid.UUID) -> Ac
         except Exception as exc:
             state[ACCOUNT_ERROR] = exc
             raise
-        state[ACCOUNT] = user_value(rows[0]) if rows else None
+        state[ACCOUNT] = UserRow.from_record(rows[0]) if rows else None
     account: Account | None = state[ACCOUNT]
     return account
 
@@ -51,9 +51,9 @@ def verified_caller(caller: Caller, account: Account | None) -> Caller:
     """The caller with the role the database gives it; UNAUTHENTICATED for a deleted account."""
     if account is None:
         raise Unauthenticated("The account of this token no longer exists")
-    if account["role"] == caller.role:
+    if account.role == caller.role:
         return caller
-    return Caller(caller.id, str(account["role"]))
+    return Caller(caller.id, account.role)
 
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from gateway.data.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
-from gateway.http.bodies import RequestRefused, load_json
+from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, load_json
 from gateway.http.identity import header, identify
 from gateway.ops import sentry
 from gateway.ops.logs import RequestInfo, current_request, new_request_id
@@ -231,6 +231,7 @@ class GraphQLBodyGate:
             await send_error(send, 400, 'The request body must be a JSON object: {"query": '
                              '..., "variables": {...}, "operationName": ...}', "BAD_USER_INPUT")
             return
+        scope.setdefault("state", {})[GRAPHQL_BODY] = (body, request)  # parsed once, see bodies.py
         await self.app(scope, replaying(body, receive), send)
 
     async def _too_large(self, send: Send) -> None:

@@ -7,12 +7,15 @@ dashboard asks the same question again and again, so the response itself is cach
 - Only queries whose root fields are all in `CACHEABLE_ROOTS` (the caller's own `overview`,
   `trends`, `productivity`, without `userId`), from a signed-in caller, over POST. Everything else,
   mutations, admin queries and `me` included, goes through GraphQL as usual.
-- Key: `gql:{<user_id>}:f<FORMAT>:v<version>:<sha256 of query, variables, operation name>`. The
-  version is the user's `users.data_version`, read from PostgreSQL with the caller's account row
-  (`resolvers.context.account_of`, which also refuses a deleted account before any hit), so every
-  change that invalidates the user's fields (tasks, timezone, daily goal, rollup repair)
-  invalidates the cached responses too, whatever Redis lost or restored meanwhile; the
-  `{user_id}` hash tag keeps the keys in the user's cluster slot.
+- Key: `gql:{<user_id>}:f<format>:v<version>:<sha256 of query, variables, operation name>`.
+  The format (`RESPONSE_FORMAT`) is a hash of the schema's SDL and of the shapes of every figure
+  type (`domain.figures.FIGURES_FORMAT`), derived at import: a release that changes either reads
+  none of the previous release's answers. The version is the user's `users.data_version`, read
+  from PostgreSQL with the caller's account row (`gateway.http.identity.account_of`, which also
+  refuses a deleted account before any hit), so every change that invalidates the user's fields
+  (tasks, timezone, daily goal, rollup repair) invalidates the cached responses too, whatever
+  Redis lost or restored meanwhile; the `{user_id}` hash tag keeps the keys in the user's
+  cluster slot.
 - TTL: the shortest TTL of the fields asked for, and never past the user's next local midnight
   (default ranges end "today"), so a hit is what GraphQL would answer, within the field TTLs.
 - Only answers without errors are stored, without `extensions`; a hit says so in
@@ -36,26 +39,36 @@ import orjson
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from domain.figures import FIGURES_FORMAT, digest
 from gateway.cache.fields import (
     CACHE_HITS,
     CACHE_MISSES,
-    KEY_FORMAT,
     CacheUnavailable,
     cache_of,
 )
 from gateway.data.resources import Resources
+from gateway.http.bodies import parsed_body
 from gateway.http.identity import Account, account_of, identify
-from gateway.http.middleware import replaying
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller
 from gateway.security.ratelimit import TrustedProxies
 from schema.extensions.cache_report import DEBUG_HEADER
+from schema.schema import schema as graphql_schema
 
 log = logging.getLogger(__name__)
 
 CACHEABLE_ROOTS = frozenset({"overview", "trends", "productivity", "__typename"})
 FIELD = "response"  # the `field` label of the hit/miss counters
 _PLANS_MAX = 512
+
+
+def response_format(sdl: str, figures_format: str = FIGURES_FORMAT) -> str:
+    """The format of cached responses: changes with the schema (what a response can hold) and
+    with the shape of any figure (what the resolvers computed it from)."""
+    return digest("response1", sdl, figures_format)
+
+
+RESPONSE_FORMAT = response_format(graphql_schema.as_str())
 
 
 class _Plans:
@@ -101,6 +114,12 @@ def _cacheable_roots(text: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def response_key(user_id: Any, version: int, query_digest: str,
+                 fmt: str = RESPONSE_FORMAT) -> str:
+    """`gql:{<user_id>}:f<format>:v<version>:<digest>`: the key of a cached response."""
+    return f"gql:{{{user_id}}}:f{fmt}:v{version}:{query_digest}"
+
+
 def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -126,19 +145,19 @@ class ResponseCache:
             return
         # The caller, decoded once per request (the rate limiter may have done it already).
         caller: Caller | None = identify(scope, self.settings, self.trusted)["caller"]
-        body, more = await _read_body(receive)
-        replay = replaying(body, receive, more)
-        request = _json_object(body) if not more else None
+        # The body gate read and parsed the body already (gateway/http/bodies.py): not again.
+        kept = parsed_body(scope)
+        request = kept[1] if kept is not None else None
         if caller is None or request is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
             return
         text, variables, name = request.get("query"), request.get("variables"), \
             request.get("operationName")
         roots = self.plans.roots(text, name) if isinstance(text, str) else None
         if not roots:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
             return
-        digest = hashlib.sha256(orjson.dumps([text, variables, name],
+        query_digest = hashlib.sha256(orjson.dumps([text, variables, name],
                                              option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
         cache = cache_of(resources)
         try:
@@ -146,20 +165,20 @@ class ResponseCache:
         except Exception:  # kept in the request state: GraphQL answers for it (503 or 500)
             account = None
         if account is None:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
             return
-        key = f"gql:{{{caller.id}}}:f{KEY_FORMAT}:v{account['data_version']}:{digest}"
+        key = response_key(caller.id, account.data_version, query_digest)
         try:
             cached = (await cache.mget([key]))[0]
         except CacheUnavailable:
-            await self.app(scope, replay, send)
+            await self.app(scope, receive, send)
             return
         if cached is not None:
             CACHE_HITS.labels(field=FIELD).inc()
             await self._answer(scope, send, cached)
             return
         CACHE_MISSES.labels(field=FIELD).inc()
-        captured = await _run_capturing(self.app, scope, replay, send)
+        captured = await _run_capturing(self.app, scope, receive, send)
         if captured is not None:
             await self._store(resources, account, key, roots, captured)
 
@@ -188,37 +207,12 @@ class ResponseCache:
         ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
                 "productivity": settings.cache_ttl_productivity}
         ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
-        now = datetime.now(zoneinfo.ZoneInfo(account["timezone"]))
+        now = datetime.now(zoneinfo.ZoneInfo(account.timezone))
         midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
                                     now.tzinfo)
         ttl = max(1, min(ttl, int((midnight - now).total_seconds())))
         payload = f"{time.time():.3f}\n".encode() + orjson.dumps(answer)
         await cache_of(resources).set_raw(key, payload, ttl)
-
-
-async def _read_body(receive: Receive, limit: int = 1 << 20) -> tuple[bytes, bool]:
-    """The request body, up to `limit` bytes; `more` is True when it was longer (not cached)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), True
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        size += len(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), False
-        if size > limit:
-            return b"".join(chunks), True
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 async def _run_capturing(app: ASGIApp, scope: Scope, receive: Receive,

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# A deadline that fires this much later than due says the event loop was busy: a timeout then
+# is no verdict on the dependency (see `CircuitBreaker.call`).
+LOOP_LAG_TOLERANCE = 0.05
+
+
 class Permit(Enum):
     """Why a call was allowed: the breaker was closed, or this call is the half-open probe."""
 
@@ -53,6 +58,7 @@ class BreakerStats:
     failed: int = 0        # reached the dependency and failed (error or timeout)
     aborted: int = 0       # cut short because another call failed and opened the breaker
     skipped: int = 0       # refused at once: the breaker was open
+    congested: int = 0     # gave up waiting for a slot (this process was busy): no verdict
     longest_wait: float = 0.0  # the longest any call spent in `call`, seconds
 
     @property
@@ -171,18 +177,26 @@ class CircuitBreaker:
         loop = asyncio.get_running_loop()
         started = loop.time()
         waiter: _Waiter | None = None
+        reached = False  # past the wait for a slot: a timeout from here on is the dependency's
+        deadline = None if self.timeout is None else started + self.timeout
         try:
             try:
-                async with asyncio.timeout_at(
-                        None if self.timeout is None else started + self.timeout) as scope:
+                async with asyncio.timeout_at(deadline) as scope:
                     waiter = _Waiter(scope)
                     self._waiting.add(waiter)
                     if self._max_concurrent is None:
+                        reached = True
                         result = await self._reach(op, permit)
                     else:
                         if self._slots is None:
                             self._slots = asyncio.Semaphore(self._max_concurrent)
                         async with self._slots:
+                            reached = True
+                            if self.timeout is not None and not waiter.aborted:
+                                # The dependency gets its whole timeout from here: a slot
+                                # waited for is this process's queue, not the dependency's.
+                                deadline = loop.time() + self.timeout
+                                scope.reschedule(deadline)
                             result = await self._reach(op, permit)
             finally:
                 if waiter is not None:
@@ -198,6 +212,16 @@ class CircuitBreaker:
                 self.stats.aborted += 1
                 self.abandon(permit)
                 raise CircuitOpen(f"{self.name}: circuit opened while waiting") from None
+            if isinstance(exc, TimeoutError) and (
+                    not reached or (deadline is not None
+                                    and loop.time() - deadline > LOOP_LAG_TOLERANCE)):
+                # No slot came in time, or the deadline fired late because this process's event
+                # loop was busy (an answer that had arrived may not have been read yet): either
+                # way this process is congested, which says nothing about the dependency. A miss
+                # for this call; the breaker stays as it is.
+                self.stats.congested += 1
+                self.abandon(permit)
+                raise CircuitOpen(f"{self.name}: no answer in time (process busy)") from None
             if isinstance(exc, (TimeoutError, *failures)):  # past `timeout`, or `op` failed
                 self._failed(permit, exc)
             else:  # a bug or a cancellation: no verdict on the dependency

@@ -34,6 +34,8 @@ class RequestInfo:
     operation: str | None = None
 
 
+SQL_LOGGER = "gateway.sql"  # APP_DEBUG's statement log (gateway/data/db.py)
+
 current_request: ContextVar[RequestInfo | None] = ContextVar("current_request", default=None)
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -118,20 +120,24 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request id, user id, operation,
-    duration (when the record has one), exception text, and any other `extra=` fields."""
+    """One JSON object per line: time, level, service (`APP_NAME`), logger, message, request id,
+    user id, operation, duration (when the record has one), exception text, and any other
+    `extra=` fields. The service name tells apart services that share a log pipeline."""
 
-    def __init__(self, redact: Redactor | None = None) -> None:
+    def __init__(self, redact: Redactor | None = None, service: str | None = None) -> None:
         super().__init__()
         self.redact = redact or Redactor()
+        self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "logger": record.name,
-            "message": self.redact(record.getMessage()),
         }
+        if self.service:
+            entry["service"] = self.service
+        entry["logger"] = record.name
+        entry["message"] = self.redact(record.getMessage())
         for key in ("request_id", "user_id", "operation"):
             value = getattr(record, key, None)
             if value is not None:
@@ -161,8 +167,8 @@ class TextFormatter(logging.Formatter):
 def build_handlers(settings: Settings) -> list[logging.Handler]:
     """stdout, plus `LOG_FILE` rotated at `LOG_MAX_SIZE` keeping `LOG_BACKUP_COUNT` old files."""
     redact = Redactor(settings_secrets(settings))
-    formatter: logging.Formatter = (JsonFormatter(redact) if settings.log_format == "json"
-                                    else TextFormatter(redact))
+    formatter: logging.Formatter = (JsonFormatter(redact, settings.app_name)
+                                    if settings.log_format == "json" else TextFormatter(redact))
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if settings.log_file:
         handlers.append(logging.handlers.RotatingFileHandler(
@@ -198,6 +204,9 @@ def configure_logging(settings: Settings) -> None:
         logger.propagate = True
     # Our access line (gateway.access) replaces uvicorn's, which lacks the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # APP_DEBUG (never in production): the statement log of gateway/data/db.py, whatever
+    # LOG_LEVEL says; NOTSET again otherwise, so that a second call can turn it off.
+    logging.getLogger(SQL_LOGGER).setLevel(logging.DEBUG if settings.app_debug else logging.NOTSET)
     quiet_library_loggers()
 
 

@@ -59,6 +59,24 @@ ACTIVE_USERS = Gauge("analytics_active_users",
                      multiprocess_mode="mostrecent")
 TASKS_TOTAL = Gauge("analytics_tasks_total", "Tasks in the database (planner estimate once the "
                     "table has been analysed)", multiprocess_mode="mostrecent")
+# From the materialized views (ENABLE_MATERIALIZED_VIEWS), so as of their last refresh, never live:
+# labelled, so that with the views off the families have no sample at all rather than a false 0.
+TASKS_BY_STATUS = Gauge("analytics_tasks_by_status", "Tasks not deleted, by status, as of the "
+                        "last refresh of user_status_distribution", ["status"],
+                        multiprocess_mode="mostrecent")
+TASKS_BY_PRIORITY = Gauge("analytics_tasks_by_priority", "Tasks not deleted, by priority, as of "
+                          "the last refresh of user_priority_distribution", ["priority"],
+                          multiprocess_mode="mostrecent")
+OPEN_TASKS = Gauge("analytics_open_tasks", "Tasks not done, overdue (due before the user's local "
+                   "day) or not, as of the last refresh of user_task_stats", ["overdue"],
+                   multiprocess_mode="mostrecent")
+TASKS_THIS_MONTH = Gauge("analytics_tasks_this_month", "Tasks created or completed in the current "
+                         "month (UTC) on the users' aggregated local days, from "
+                         "user_monthly_trends",
+                         ["event"], multiprocess_mode="mostrecent")
+BUILD_INFO = Gauge("analytics_build_info", "Always 1; the labels say which service (APP_NAME), "
+                   "version (APP_VERSION) and environment (APP_ENV) is running",
+                   ["service", "version", "env"], multiprocess_mode="max")
 # Summed over a replica's worker processes (each writes its own sample; dead ones drop out).
 POOL_SIZE = Gauge("analytics_db_pool_size", "Connections the database pool may open "
                   "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)", multiprocess_mode="livesum")
@@ -130,12 +148,15 @@ async def sample_pool_forever(pool: Any) -> None:
 
 
 class BusinessGauges:
-    """`analytics_active_users` and `analytics_tasks_total`, refreshed at most every 30 s from
-    cheap queries (an index range count and the planner's row estimate), so a scrape never costs
-    a scan of `tasks`."""
+    """The business gauges, refreshed at most every 30 s from cheap queries, so a scrape never
+    costs a scan of `tasks`: `analytics_active_users` and `analytics_tasks_total` (an index range
+    count and the planner's row estimate) and, when `views_sql` is given
+    (ENABLE_MATERIALIZED_VIEWS), the task gauges read from the materialized views (a row per
+    user, or per user and month)."""
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, views_sql: str | None = None) -> None:
         self.sql = sql  # `metrics_business_gauges` of sql/queries/metrics.sql
+        self.views_sql = views_sql  # `metrics_view_gauges`, or None with the views off
         self.refreshed_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -148,11 +169,21 @@ class BusinessGauges:
             try:
                 async with asyncio.timeout(BUSINESS_QUERY_TIMEOUT):
                     row = await pool.fetchrow(self.sql)
+                    views = await pool.fetchrow(self.views_sql) if self.views_sql else None
             except Exception as exc:  # a scrape must answer even when PostgreSQL does not
                 log.warning("business gauges not refreshed: %s", type(exc).__name__)
                 return
             ACTIVE_USERS.set(row["active_users"])
             TASKS_TOTAL.set(row["tasks_total"])
+            if views is not None:
+                for status in ("todo", "in_progress", "done"):
+                    TASKS_BY_STATUS.labels(status).set(views[status])
+                for priority in ("high", "medium", "low"):
+                    TASKS_BY_PRIORITY.labels(priority).set(views[priority])
+                OPEN_TASKS.labels("true").set(views["overdue"])
+                OPEN_TASKS.labels("false").set(views["open_tasks"] - views["overdue"])
+                TASKS_THIS_MONTH.labels("created").set(views["month_created"])
+                TASKS_THIS_MONTH.labels("completed").set(views["month_completed"])
             self.refreshed_at = time.monotonic()
 
     async def run_forever(self, pool: Any) -> None:

@@ -151,9 +151,11 @@ class Settings:
 
     # Application
     app_env: str = setting("development", _app_env, "development, test, staging or production")
-    app_name: str = setting("Analytics API")
+    app_name: str = setting("Analytics API", doc="`service` in /health, JSON logs and "
+                            "analytics_build_info")
     app_version: str = setting("1.0.0")
-    app_debug: bool = setting("false", _bool)
+    app_debug: bool = setting("false", _bool, "log every SQL statement (gateway.sql, DEBUG); "
+                              "refused in production")
 
     # Server
     host: str = setting("127.0.0.1", doc="bind address of `python -m gateway serve`")
@@ -258,9 +260,6 @@ class Settings:
         "true", _bool, "also cache whole own-dashboard responses (with ENABLE_QUERY_CACHE)")
     enable_response_compression: bool = setting("true", _bool)
 
-    # Derived, not read from the environment
-    extra: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
@@ -289,6 +288,9 @@ class Settings:
 
     def check(self) -> None:
         """Cross-setting rules that no single parser can see."""
+        if self.is_production and self.app_debug:
+            raise SettingsError("APP_DEBUG: must be false in production (it logs every SQL "
+                                "statement); use it in development, test or staging")
         if self.is_production:
             secret = self.jwt_secret_key
             if secret in (JWT_PLACEHOLDER, DEV_JWT_SECRET) or len(secret.encode()) < 32:

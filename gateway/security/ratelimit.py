@@ -120,14 +120,14 @@ def client_ip(scope: Mapping[str, Any], trusted: TrustedProxies) -> str:
     """The client's address: the peer, or, when the peer is a trusted proxy, the right-most
     address of `X-Forwarded-For` that is not itself a trusted proxy."""
     client = scope.get("client")
-    peer = client[0] if client else "unknown"
+    peer = str(client[0]) if client else "unknown"
     if peer not in trusted:
         return peer
-    forwarded = None
+    forwarded: str | None = None
     for name, value in scope.get("headers", ()):
         if name == b"x-forwarded-for":
-            forwarded = value.decode("latin-1") if forwarded is None else (
-                forwarded + "," + value.decode("latin-1"))
+            text = bytes(value).decode("latin-1")
+            forwarded = text if forwarded is None else f"{forwarded},{text}"
     if not forwarded:
         return peer
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]

@@ -85,6 +85,9 @@ def _shape(error: GraphQLError, production: bool, operation: str | None) -> Grap
         # about the document: a syntax error, a failed validation, a variable of the wrong type
         if isinstance(error, GraphQLSyntaxError) and is_token_limit_error(error):
             code = QueryTooComplex.code
+            # graphql-core words it "Syntax Error: Document contains more than N tokens...";
+            # the document is not wrong, only too long: say that.
+            error.message = f"Query too large: {error.description}"
         elif isinstance(error, GraphQLSyntaxError):
             code = "GRAPHQL_PARSE_FAILED"
         elif original is not None:

@@ -63,10 +63,18 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 
+from domain.ranges import DEFAULT_WINDOW
 from gateway.errors import BadUserInput, QueryTooComplex
 from gateway.ops.settings import Settings
 
-DEFAULT_RANGE_UNITS = {"DAY": 31, "WEEK": 12, "MONTH": 12}  # a range with no `from`
+DEFAULT_DAY_MARGIN = 1
+"""A range with no `from` costs its default window (domain/ranges.py) in buckets, a DAY window
+one day more: 31 for the 30 days `to − 29 … to`. No default DAY answer has 31 points; the day
+was counted from the start (the dates `today − 30 … today`) and is kept as a margin so that no
+query's cost, nor which queries pass, changes. An estimate may round up, never down."""
+DEFAULT_RANGE_UNITS = {period: units + (DEFAULT_DAY_MARGIN if period == "DAY" else 0)
+                       for period, units in DEFAULT_WINDOW.items()}
+"""What the `from`/`to` multiplier of a field is when `from` is omitted: 31, 12 and 12."""
 MAX_RANGE_DAYS = 366 * 100     # beyond this a range costs the same (and is refused anyway)
 EXPANSION_FACTOR = 2           # fields after fragment expansion: at most this × MAX_QUERY_TOKENS
 PERIOD_DAYS = {"DAY": 1, "WEEK": 7, "MONTH": 30}

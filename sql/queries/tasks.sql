@@ -53,7 +53,7 @@ returning id, user_id, title, description, status, priority, due_date, created_a
 
 -- name: update_task
 -- Write a task's editable fields ($3..$7, the caller passes unchanged ones as they are). The
--- status timestamps follow the rules of shared/spec: started_at on the first move to in_progress,
+-- status timestamps follow the product contract: started_at on the first move to in_progress,
 -- completed_at on the move to done (kept while it stays done), cleared on reopening. On the right
 -- of SET, `status` and the others are the row's values before this update.
 update tasks

@@ -1,8 +1,8 @@
 """`make bench`: seed a benchmark database, serve the API as in production, load it with wrk, and
 compare every figure with bare baselines measured in the same run.
 
-    python -m tests.bench.run            # what `make bench` runs
-    python -m tests.bench.run --markdown bench-results/<date>.json   # tables for the docs
+    python -m bench.run                  # what `make bench` runs
+    python -m bench.run --markdown bench-results/<date>.json   # tables for the docs
     BENCH_QUICK=1 make bench             # 1,000 users, short runs: does the harness work?
     BENCH_USERS=1000 make bench          # a smaller main dataset
     BENCH_LARGE=1 make bench             # also the 100,000-user scaling point
@@ -45,14 +45,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from gateway.data.db import normalize_dsn
-from gateway.data.migrate import migrate
-from gateway.dev.embedded import PostgresServer, RedisServer, _give_to, _run_as, free_port
-from gateway.dev.seed import ADMIN_EMAIL, seed
-from gateway.ops.settings import Settings
-from gateway.security.access import create_access_token
-from tests.bench.baseline import redis_key
-from tests.bench.report import (
+from bench.baseline import redis_key
+from bench.report import (
     Job,
     Report,
     Run,
@@ -61,8 +55,14 @@ from tests.bench.report import (
     parse_wrk,
     render,
 )
+from gateway.data.db import normalize_dsn
+from gateway.data.migrate import migrate
+from gateway.dev.embedded import PostgresServer, RedisServer, _give_to, _run_as, free_port
+from gateway.dev.seed import ADMIN_EMAIL, seed
+from gateway.ops.settings import Settings
+from gateway.security.access import create_access_token
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "bench-results"
 # The benchmark's own PostgreSQL cluster (kept between runs, so that a seeded dataset is reused).
@@ -633,7 +633,7 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
         api_cold = start_server(f"api-cold-{users}", serve,
                                 {**env, "ENABLE_QUERY_CACHE": "false"})
         baseline = start_server(f"baseline-{users}", [
-            "-m", "uvicorn", "tests.bench.baseline:create_app", "--factory", "--host",
+            "-m", "uvicorn", "bench.baseline:create_app", "--factory", "--host",
             "127.0.0.1", "--port", "{port}", "--log-level", "warning", "--no-access-log"],
             {**env, "BENCH_STATEMENTS": str(statements_file)})
         procs.servers += [api_warm, api_cold, baseline]
@@ -741,7 +741,7 @@ def start_private_postgres(procs: Processes) -> str:
     return server.url("postgres")
 
 
-def start_private_replica(procs: Processes, primary_url: str) -> str:
+def start_private_replica(procs: Processes) -> str:
     """A streaming hot standby of the benchmark's cluster (`pg_basebackup -R`), made anew on each
     run under `.data/bench/replica`, for `BENCH_REPLICA=1`: analytics reads then go to it
     (`DATABASE_READ_URL`), writes and auth to the primary."""
@@ -809,7 +809,7 @@ async def run(cfg: Config) -> Report:
         if not server_url:
             server_url = start_private_postgres(procs)
             if cfg.replica:
-                procs.replica_url = start_private_replica(procs, server_url)
+                procs.replica_url = start_private_replica(procs)
         elif cfg.replica:
             raise SystemExit("BENCH_REPLICA=1 makes a replica of the benchmark's own cluster: "
                              "unset DATABASE_URL")

@@ -3,11 +3,11 @@
 - `POST /redis/{name}`: verify the bearer token, then return the JSON that the GraphQL query
   `name` returned for this caller, read from Redis with one GET: the floor of a cached answer.
 - `POST /sql/{name}`: verify the bearer token, then run the SQL statements that one GraphQL
-  request `name` ran (recorded by tests/bench/run.py), with the recorded user's id replaced by the
+  request `name` ran (recorded by bench/run.py), with the recorded user's id replaced by the
   caller's, one after the other on one pooled asyncpg connection, and return the rows as JSON:
   the floor of an uncached answer.
 
-Served by uvicorn exactly like the API (`uvicorn tests.bench.baseline:create_app --factory`), with
+Served by uvicorn exactly like the API (`uvicorn bench.baseline:create_app --factory`), with
 the same settings from the environment; `BENCH_STATEMENTS` names the recorded statements.
 """
 
@@ -33,8 +33,6 @@ from gateway.data.db import create_pool
 from gateway.errors import Unauthenticated
 from gateway.ops.settings import Settings
 from gateway.security.access import bearer_token, decode_access_token
-
-Statement = tuple[str, tuple[Any, ...], bool]  # SQL, arguments, whether it returns rows
 
 
 def redis_key(name: str, user_id: uuid.UUID | str) -> str:

@@ -5,7 +5,7 @@
 --   MODE mix:  60% read.json, 20% create.json, 20% complete.json (its __TASK__ replaced by an
 --              open task of the same user), each as a random user
 -- DIR/tokens.txt has one line per user: "<access token> [<open task id>]".
--- done() prints one line "BENCH_JSON {...}" that tests/bench/run.py parses.
+-- done() prints one line "BENCH_JSON {...}" that bench/run.py parses.
 
 local threads = {}
 local tokens, tasks, bodies = {}, {}, {}
