@@ -6,7 +6,7 @@ SOURCES := gateway schema resolvers loaders domain workers bench
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-infra lint format schema stop services bench clean
+.PHONY: help install run test test-infra lint format schema graphiql-assets stop services bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ format: $(STAMP) ## ruff format and fix imports
 
 schema: $(STAMP) ## rewrite schema.graphql from the code
 	$(PY) -c "from schema.schema import schema; open('schema.graphql', 'w').write(schema.as_str() + '\n')"
+
+graphiql-assets: $(STAMP) ## re-fetch GraphiQL's vendored assets with npm pack and verify their integrity (gateway/http/static/graphiql/README.md)
+	$(PY) gateway/http/static/graphiql/update.py
 
 bench: $(STAMP) ## benchmarks vs bare baselines into bench-results/ (BENCH_QUICK=1, BENCH_USERS=N, BENCH_LARGE=1; see docs/performance.md)
 	$(PY) -m bench.run

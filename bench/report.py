@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class Report:
     jobs: list[Job] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The cost of tracing (tracing_costs) and what the OTLP sink received per traced run.
+    tracing: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class Report:
             "runs": [asdict(r) for r in self.runs],
             "jobs": [{**asdict(j), "rows_per_second": j.rows_per_second} for j in self.jobs],
             "targets": [asdict(t) for t in self.targets],
+            "tracing": self.tracing,
             "notes": self.notes,
         }
 
@@ -86,11 +89,40 @@ class Report:
         return cls(machine=data.get("machine", {}), config=data.get("config", {}),
                    runs=[Run(**r) for r in data.get("runs", [])], jobs=jobs,
                    targets=[Target(**t) for t in data.get("targets", [])],
-                   notes=list(data.get("notes", [])))
+                   notes=list(data.get("notes", [])), tracing=dict(data.get("tracing", {})))
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
+
+
+@dataclass(frozen=True)
+class TracingLevel:
+    """One sampling setting of the tracing scenarios and its throughput-cost goal."""
+
+    label: str          # "10%"
+    sampler: str        # OTEL_TRACES_SAMPLER
+    sampler_arg: str    # OTEL_TRACES_SAMPLER_ARG ("" for none)
+    max_cost: float     # the goal: at most this fraction of the untraced throughput lost
+
+
+TRACING_LEVELS = (
+    TracingLevel("10%", "parentbased_traceidratio", "0.1", 0.05),
+    TracingLevel("100%", "parentbased_always_on", "", 0.15),
+)
+# The dashboard scenarios measured with and without tracing: (cache mode, how the report says it).
+TRACING_MODES = (("warm", "cached"), ("cold", "uncached"))
+
+
+def tracing_scenario(mode: str, level: str | None) -> str:
+    """'dashboard warm, tracing 10%'; level None: the same server without tracing, measured next
+    to the traced runs."""
+    return f"dashboard {mode}, tracing {level or 'off'}"
+
+
+# Each traced scenario is compared with the untraced one measured beside it.
+TRACING_BASELINES = {tracing_scenario(mode, level.label): tracing_scenario(mode, None)
+                     for mode, _ in TRACING_MODES for level in TRACING_LEVELS}
 
 
 def parse_wrk(summary: dict[str, Any], graphql_errors: int = 0) -> dict[str, Any]:
@@ -225,6 +257,95 @@ def evaluate_targets(runs: Sequence[Run], jobs: Sequence[Job], main_users: int
             targets.append(Target(
                 f"uncached dashboard p50 flat from {sizes[0]} to {sizes[-1]} users",
                 "<= 1.5x", figure, growth <= 1.5))
+    targets += tracing_targets(runs, main_users)
+    return targets
+
+
+def merge_runs(parts: Sequence[Run], scenario: str | None = None) -> Run:
+    """Several runs of one scenario (rounds measured at different moments) as one: requests,
+    seconds and errors added, throughput over the whole, latency percentiles and SQL per request
+    averaged weighted by requests (an approximation: percentiles do not add up), peak RSS the
+    highest. Skipped parts are left out; all skipped gives the first part's skip."""
+    measured = [r for r in parts if not r.skipped]
+    if not measured:
+        return replace(parts[0], scenario=scenario or parts[0].scenario)
+    first = measured[0]
+    requests = sum(r.requests for r in measured)
+    seconds = sum(r.seconds for r in measured)
+
+    def weighted(values: list[tuple[float | None, int]], digits: int = 2) -> float | None:
+        known = [(v, n) for v, n in values if v is not None]
+        weight = sum(n for _, n in known)
+        if not known or not weight:
+            return None
+        return round(sum(v * n for v, n in known) / weight, digits)
+
+    rss = [r.peak_rss_mib for r in measured if r.peak_rss_mib is not None]
+    return Run(
+        scenario or first.scenario, first.users, first.concurrency, requests=requests,
+        seconds=round(seconds, 2), rps=round(requests / seconds, 1) if seconds > 0 else 0.0,
+        p50_ms=weighted([(r.p50_ms, r.requests) for r in measured]),
+        p95_ms=weighted([(r.p95_ms, r.requests) for r in measured]),
+        p99_ms=weighted([(r.p99_ms, r.requests) for r in measured]),
+        errors=sum(r.errors for r in measured),
+        statements_per_request=weighted([(r.statements_per_request, r.requests)
+                                         for r in measured]),
+        queries_per_request=weighted([(r.queries_per_request, r.requests) for r in measured]),
+        peak_rss_mib=max(rss) if rss else None, kind=first.kind)
+
+
+def tracing_costs(runs: Sequence[Run], main_users: int) -> dict[str, Any]:
+    """Per sampling level, the throughput of the cached and uncached dashboard with tracing as a
+    ratio to the same scenario without tracing (measured beside it: apply_baselines), and the
+    cost, 1 - ratio. A mode that did not run has None."""
+    costs: dict[str, Any] = {}
+    for level in TRACING_LEVELS:
+        entry: dict[str, Any] = {"sampler": level.sampler, "sampler_arg": level.sampler_arg,
+                                 "max_cost": level.max_cost}
+        for mode, name in TRACING_MODES:
+            found = sorted(_find(runs, tracing_scenario(mode, level.label), main_users),
+                           key=lambda r: r.concurrency)
+            run = found[-1] if found else None
+            ratio = run.rps_ratio if run else None
+            entry[name] = {
+                "concurrency": run.concurrency if run else None,
+                "rps": run.rps if run else None,
+                "rps_untraced": (round(run.rps / ratio, 1) if run and ratio else None),
+                "ratio": ratio,
+                "cost": None if ratio is None else round(1 - ratio, 3),
+                "p50_ratio": run.p50_ratio if run else None,
+            }
+        costs[level.label] = entry
+    return costs
+
+
+def tracing_targets(runs: Sequence[Run], main_users: int) -> list[Target]:
+    """'tracing at 10% sampling: throughput cost' and the same at 100%: met when both the
+    cached and the uncached dashboard lose at most the goal; not measured unless both ran (or
+    one already misses)."""
+    targets = []
+    for label, entry in tracing_costs(runs, main_users).items():
+        parts, verdicts, concurrency = [], [], set()
+        for _, name in TRACING_MODES:
+            cost = entry[name]["cost"]
+            parts.append(f"{name} {_fmt(None if cost is None else cost * 100, '%', 1)}")
+            if cost is not None:
+                verdicts.append(cost <= entry["max_cost"])
+                concurrency.add(entry[name]["concurrency"])
+        ratios = ", ".join(_fmt(entry[name]["ratio"], "", 3) for _, name in TRACING_MODES)
+        measured = ", ".join(parts)
+        if verdicts:
+            measured += f" (traced/untraced req/s {ratios})"
+            measured += "".join(f" at c={c}" for c in sorted(concurrency))
+        met: bool | None
+        if False in verdicts:
+            met = False
+        elif len(verdicts) == len(TRACING_MODES):
+            met = True
+        else:
+            met = None
+        targets.append(Target(f"tracing at {label} sampling: throughput cost",
+                              f"<= {entry['max_cost'] * 100:g}%", measured, met))
     return targets
 
 
@@ -306,4 +427,6 @@ def render(report: Report, markdown: bool = False) -> str:
     if report.targets:
         parts.append(format_table(("target", "goal", "measured", "verdict"),
                                   target_rows(report.targets), markdown))
+    if report.notes:
+        parts.append("\n".join(f"- {note}" for note in report.notes))
     return "\n\n".join(parts)

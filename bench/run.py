@@ -11,7 +11,8 @@ Settings (environment): BENCH_USERS (10000), BENCH_SIZES (the datasets, default 
 BENCH_LARGE, BENCH_TASKS (tasks per user, 200), BENCH_DAYS (365), BENCH_DURATION (seconds per
 run, 8), BENCH_CONCURRENCY ("1,16"), BENCH_SAMPLE (users the load picks from, 500),
 BENCH_RESEED=1 (seed again even when the database is already seeded today), BENCH_PROFILE=1
-(py-spy on the API during the dashboard and admin runs), BENCH_OUT (the result file).
+(py-spy on the API during the dashboard and admin runs), BENCH_TRACING=0 (leave out the tracing
+scenarios), BENCH_OUT (the result file).
 `DATABASE_URL` / `REDIS_URL` name servers to use instead (databases `gateway_bench_<users>` are
 created there). By default the run starts its own PostgreSQL cluster from the embedded binaries
 (data under `.data/bench/`, kept so that a dataset seeded today is reused; never the development
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,13 +48,20 @@ import httpx
 
 from bench.baseline import redis_key
 from bench.report import (
+    TRACING_BASELINES,
+    TRACING_LEVELS,
+    TRACING_MODES,
     Job,
     Report,
     Run,
+    TracingLevel,
     apply_baselines,
     evaluate_targets,
+    merge_runs,
     parse_wrk,
     render,
+    tracing_costs,
+    tracing_scenario,
 )
 from gateway.data.db import normalize_dsn
 from gateway.data.migrate import migrate
@@ -96,6 +104,7 @@ BASELINES = {
     "admin warm": "baseline redis admin",
     "admin cold": "baseline sql admin",
     "mutation mix": "baseline sql dashboard",
+    **TRACING_BASELINES,
 }
 
 
@@ -114,6 +123,7 @@ class Config:
     out: Path
     workers: int = 1          # BENCH_WORKERS: uvicorn processes of the API
     replica: bool = False     # BENCH_REPLICA=1: analytics reads from a streaming replica
+    tracing: bool = True      # BENCH_TRACING=0: no tracing scenarios
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -137,7 +147,8 @@ class Config:
             reseed=env.get("BENCH_RESEED", "") not in ("", "0", "false"),
             profile=env.get("BENCH_PROFILE", "") not in ("", "0", "false"),
             quick=quick, out=out, workers=int(env.get("BENCH_WORKERS", "1")),
-            replica=env.get("BENCH_REPLICA", "") not in ("", "0", "false"))
+            replica=env.get("BENCH_REPLICA", "") not in ("", "0", "false"),
+            tracing=env.get("BENCH_TRACING", "1") not in ("0", "false", "no"))
 
 
 def log(message: str) -> None:
@@ -466,9 +477,12 @@ async def record_sql(settings: Settings, requests: dict[str, tuple[uuid.UUID, st
 
 def bench_environment(dsn: str, redis_url: str, secret: str, workers: int = 1,
                       read_dsn: str | None = None) -> dict[str, str]:
-    """The API's production-like configuration for the run."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BENCH_")}
+    """The API's production-like configuration for the run: tracing off, whatever OTEL_*
+    variables the caller has (the tracing scenarios set their own, traced_environment)."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("BENCH_", "OTEL_"))}
     env.update({
+        "OTEL_TRACES_EXPORTER": "none",
         "APP_ENV": "production",
         "HOST": "127.0.0.1",
         "WORKERS": str(workers),
@@ -642,7 +656,8 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
         wait_healthy(baseline, "/nothing")
 
         async def measure(scenario: str, server: Server, path: str, mode: str,
-                          data_dir: Path, concurrency: int, kind: str = "graphql") -> None:
+                          data_dir: Path, concurrency: int, kind: str = "graphql"
+                          ) -> Run | None:
             before = await statement_counts(conn)
             label = f"{scenario.replace(' ', '-')}-{users}-c{concurrency}"
             profile = (cfg.profile and main and concurrency == max(cfg.concurrency)
@@ -658,7 +673,7 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
                     reason += f" ({server.name} exited; see its log)"
                 report.runs.append(Run(scenario, users, concurrency, skipped=reason, kind=kind))
                 log(f"{scenario} c={concurrency}: {reason}")
-                return
+                return None
             after = await statement_counts(conn)
             per_request = queries = None
             if before is not None and after is not None and figures["requests"]:
@@ -671,6 +686,7 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
             log(f"{scenario:<26} users={users:<6} c={concurrency:<3} {run.rps:8.1f} req/s  "
                 f"p50 {run.p50_ms} ms  p95 {run.p95_ms} ms  errors {run.errors}  "
                 f"SQL/req {per_request} ({queries} without pool resets)")
+            return run
 
         def skipped(scenario: str, reason: str) -> None:
             log(f"{scenario}: skipped ({reason})")
@@ -707,6 +723,13 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
                     await measure("baseline sql admin", baseline, "/sql/admin", "read",
                                   admin_dir, c, "baseline")
                     await measure("admin cold", api_cold, "/graphql", "read", admin_dir, c)
+            # Before the mix, whose writes invalidate some of the cached dashboards.
+            if skip["dashboard"]:
+                pass
+            elif not cfg.tracing:
+                report.notes.append("tracing scenarios left out (BENCH_TRACING=0)")
+            else:
+                await bench_tracing(users, env, cfg, wrk, procs, report, dash_dir, measure)
             if skip["mix"]:
                 skipped("mutation mix", skip["mix"])
             else:
@@ -719,6 +742,203 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
         procs.stop_servers()
         await redis.aclose()
         await conn.close()
+
+
+# --- tracing --------------------------------------------------------------------------------------
+
+# How long the spans of the warm-up may take to reach the sink: the SDK's batch processor exports
+# every 5 s (OTEL_BSP_SCHEDULE_DELAY) or every 512 spans.
+SPAN_WAIT_SECONDS = 12.0
+# Rounds of each tracing scenario (an even number: A B C, C B A), each of BENCH_DURATION seconds.
+TRACING_ROUNDS = 2
+
+
+def traced_environment(env: dict[str, str], sink_url: str, prefix: str,
+                       level: TracingLevel) -> dict[str, str]:
+    """The API's environment with tracing on at `level`, exporting OTLP/HTTP (protobuf) to the
+    bench's sink under its own path prefix, so that the sink counts each server apart."""
+    endpoint = f"{sink_url}/{prefix}"
+    traced = {**env,
+              "OTEL_TRACES_EXPORTER": "otlp",
+              "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+              "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+              "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{endpoint}/v1/traces",
+              "OTEL_SERVICE_NAME": "analytics-gateway-bench",
+              "OTEL_TRACES_SAMPLER": level.sampler}
+    if level.sampler_arg:
+        traced["OTEL_TRACES_SAMPLER_ARG"] = level.sampler_arg
+    return traced
+
+
+def sink_stats(sink: Server) -> dict[str, dict[str, int]]:
+    """What the OTLP sink received so far, by path prefix ({} when it does not answer)."""
+    try:
+        stats: dict[str, dict[str, int]] = httpx.get(sink.url + "/stats", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return {}
+    return stats
+
+
+async def bench_tracing(users: int, env: dict[str, str], cfg: Config, wrk: str,
+                        procs: Processes, report: Report, dash_dir: Path,
+                        measure: Callable[..., Awaitable[Run | None]]) -> None:
+    """The cached and uncached dashboard at the highest concurrency with tracing on at each of
+    TRACING_LEVELS, each next to the same scenario without tracing, measured just before.
+
+    Every server here is started anew and warmed up the same way, the untraced one included
+    (`OTEL_TRACES_EXPORTER=none`), so that tracing is the only difference between them. The
+    traced APIs export over OTLP/HTTP to `bench.otlp_sink`, started here on 127.0.0.1, which
+    reads and counts every batch. A traced server whose spans never reach the sink (tracing not
+    built yet, or the exporter not installed) has its scenarios skipped with a note, and so has
+    anything else that fails here, so that the rest of the run goes on."""
+    concurrency = max(cfg.concurrency)
+    off = "off"
+    started: list[Server] = []
+    # (mode, level label or "off") -> its server; the sink's path prefix of each traced one.
+    servers: dict[tuple[str, str], Server] = {}
+    prefixes: dict[tuple[str, str], str] = {}
+    requests: dict[tuple[str, str], int] = {}
+    unavailable: dict[tuple[str, str], str] = {}
+
+    def skip_all(reason: str) -> None:
+        report.notes.append(f"tracing scenarios skipped: {reason}")
+        log(f"tracing scenarios skipped: {reason}")
+        for mode, _ in TRACING_MODES:
+            for level in TRACING_LEVELS:
+                report.runs.append(Run(tracing_scenario(mode, level.label), users, concurrency,
+                                       skipped="tracing unavailable (see notes)"))
+
+    sink = start_server(f"otlp-sink-{users}", ["-m", "bench.otlp_sink"], env)
+    procs.servers.append(sink)
+    started.append(sink)
+    try:
+        try:
+            wait_healthy(sink, "/stats")
+        except RuntimeError as exc:
+            skip_all(f"the OTLP sink did not start: {str(exc)[:300]}")
+            return
+        for mode, _ in TRACING_MODES:
+            for level in (None, *TRACING_LEVELS):
+                key = (mode, level.label if level else off)
+                if level is None:
+                    server_env = dict(env)
+                else:
+                    prefixes[key] = f"{mode}-{level.label.rstrip('%')}"
+                    server_env = traced_environment(env, sink.url, prefixes[key], level)
+                if mode == "cold":
+                    server_env["ENABLE_QUERY_CACHE"] = "false"
+                server = start_server(f"api-{mode}-tracing-{key[1].rstrip('%')}-{users}",
+                                      ["-m", "gateway", "serve"], server_env)
+                procs.servers.append(server)
+                started.append(server)
+                servers[key] = server
+        for key, server in servers.items():
+            try:
+                wait_healthy(server, "/health")
+            except RuntimeError as exc:
+                unavailable[key] = f"the API did not start: {str(exc)[:300]}"
+        # The same short warm-up for each server (connections, caches, the exporter's session),
+        # which is also the test that the spans arrive.
+        warmup = max(1, cfg.duration // 4)
+        for key, server in servers.items():
+            if key in unavailable:
+                continue
+            try:
+                figures = await asyncio.to_thread(run_wrk, wrk, server.url + "/graphql", "read",
+                                                  dash_dir, concurrency, warmup)
+                requests[key] = int(figures["requests"])
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                unavailable[key] = f"warm-up failed: {str(exc)[:300]}"
+        deadline = time.monotonic() + SPAN_WAIT_SECONDS
+        while True:
+            stats = await asyncio.to_thread(sink_stats, sink)
+            waiting = [key for key in prefixes if key not in unavailable
+                       and not stats.get(prefixes[key], {}).get("spans")]
+            if not waiting or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        for key in waiting:
+            log(f"tracing {key[1]} ({key[0]}): no span in {SPAN_WAIT_SECONDS:.0f} s after "
+                f"{requests.get(key, 0)} requests; log: {servers[key].log_path}")
+            unavailable[key] = ("no span reached the OTLP sink after the warm-up: tracing "
+                                "unavailable in this build")
+        for mode, _ in TRACING_MODES:  # without its untraced reference a mode cannot be judged
+            if (mode, off) in unavailable:
+                for key in prefixes:
+                    if key[0] == mode:
+                        unavailable.setdefault(
+                            key, f"its untraced reference failed: {unavailable[(mode, off)]}")
+        for key, reason in unavailable.items():
+            log(f"tracing {key[1]} ({key[0]}): {reason}")
+        if all(key in unavailable for key in prefixes):
+            logs = BENCH_DATA_DIR.relative_to(ROOT) / "logs" / f"api-*-tracing-*-{users}.log"
+            skip_all("; ".join(sorted({unavailable[key] for key in prefixes}))
+                     + f" (servers' logs: {logs})")
+            return
+
+        # Rounds in the order A B C, then C B A, ...: a load on the machine that grows or falls
+        # steadily during the measurement weighs the same on every scenario.
+        for mode, _ in TRACING_MODES:
+            keys = [(mode, off), *((mode, level.label) for level in TRACING_LEVELS)]
+            if all(key in unavailable for key in keys[1:]):
+                for key in keys[1:]:
+                    report.runs.append(Run(tracing_scenario(*key), users, concurrency,
+                                           skipped=unavailable[key]))
+                continue
+            available = [key for key in keys if key not in unavailable]
+            parts: dict[tuple[str, str], list[Run]] = {key: [] for key in available}
+            for number in range(TRACING_ROUNDS):
+                for key in available if number % 2 == 0 else available[::-1]:
+                    await measure(f"{tracing_scenario(*key)} (round {number + 1})",
+                                  servers[key], "/graphql", "read", dash_dir, concurrency)
+                    part = report.runs.pop()  # measured or skipped, merged below
+                    parts[key].append(part)
+                    requests[key] = requests.get(key, 0) + part.requests
+            for key in keys:
+                if key in unavailable:
+                    report.runs.append(Run(tracing_scenario(*key), users, concurrency,
+                                           skipped=unavailable[key]))
+                    continue
+                report.runs.append(merge_runs(parts[key], tracing_scenario(*key)))
+                report.tracing.setdefault("rounds", {})[tracing_scenario(*key)] = [
+                    None if part.skipped else part.rps for part in parts[key]]
+
+        # Stop the servers (the exporters flush on shutdown), then count what arrived.
+        for server in started[1:]:
+            stop_process(server.process)
+        received: dict[str, dict[str, int]] = {}
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            stats = await asyncio.to_thread(sink_stats, sink)
+            if stats == received:
+                break
+            received = stats
+            await asyncio.sleep(1.5)
+        exports = []
+        for key, prefix in prefixes.items():
+            got, sent = received.get(prefix, {}), requests.get(key, 0)
+            exports.append({
+                "scenario": tracing_scenario(*key), "sampling": key[1], "requests": sent,
+                "spans": got.get("spans", 0), "bytes": got.get("bytes", 0),
+                "exports": got.get("exports", 0), "rejected": got.get("bad", 0),
+                "spans_per_request": round(got.get("spans", 0) / sent, 2) if sent else None,
+                "bytes_per_request": round(got.get("bytes", 0) / sent) if sent else None})
+        report.tracing["sink"] = ("bench.otlp_sink on 127.0.0.1: OTLP/HTTP protobuf, every "
+                                  "batch read and its spans counted, then dropped")
+        report.tracing["exports"] = exports
+        for entry in exports:
+            if entry["requests"]:
+                report.notes.append(
+                    f"{entry['scenario']}: the OTLP sink received {entry['spans']:,} spans in "
+                    f"{entry['exports']:,} exports ({entry['bytes']:,} bytes) for "
+                    f"{entry['requests']:,} requests (warm-up included): "
+                    f"{entry['spans_per_request']} spans, {entry['bytes_per_request']} bytes "
+                    f"per request")
+    finally:
+        for server in reversed(started):
+            stop_process(server.process)
+            if server in procs.servers:
+                procs.servers.remove(server)
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -837,6 +1057,8 @@ async def run(cfg: Config) -> Report:
     report.machine["loadavg_end"] = os.getloadavg()
     apply_baselines(report.runs, BASELINES)
     report.targets = evaluate_targets(report.runs, report.jobs, cfg.users)
+    if any(r.scenario in TRACING_BASELINES for r in report.runs):
+        report.tracing["costs"] = tracing_costs(report.runs, cfg.users)
     return report
 
 

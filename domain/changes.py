@@ -30,6 +30,7 @@ from gateway.cache.clients import breaker_for
 from gateway.data.db import query
 from gateway.data.replica import record_write
 from gateway.data.resources import Resources
+from gateway.ops import tracing
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +127,19 @@ async def enqueue_unique(arq: ArqRedis, function: str, job_id: str, *args: Any,
     arq refuses an id while its job or its stored result exists. The unique jobs keep no result,
     but a job that failed for good leaves one (arq stores failures with the worker's default
     `keep_result`); that stale result is dropped so that the next change can enqueue again.
-    Returns whether a new job was queued.
+    Returns whether a new job was queued. With tracing on, the job carries the W3C context of
+    the caller (`_trace`), so that its run continues the caller's trace (workers/metrics.py).
     """
-    job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None)
-    if job is not None:
-        return True
-    if await Job(job_id, arq).status() == JobStatus.complete:
-        await arq.delete(result_key_prefix + job_id)
-        job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None)
-    return job is not None
+    with tracing.enqueueing(function) as trace_kwargs:
+        job = await arq.enqueue_job(function, *args, _job_id=job_id, _defer_by=delay or None,
+                                    **trace_kwargs)
+        if job is None and await Job(job_id, arq).status() == JobStatus.complete:
+            await arq.delete(result_key_prefix + job_id)
+            job = await arq.enqueue_job(function, *args, _job_id=job_id,
+                                        _defer_by=delay or None, **trace_kwargs)
+        enqueued = job is not None
+        tracing.annotate(**{"messaging.message.id": job_id, "arq.job.enqueued": enqueued})
+    return enqueued
 
 
 async def enqueue_repair(arq: ArqRedis | None, user_id: uuid.UUID, *,

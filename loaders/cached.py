@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 from aiodataloader import DataLoader
 
 from gateway.cache.fields import Codec, QueryCache, cache_of
+from gateway.ops import tracing
 
 if TYPE_CHECKING:
     from gateway.data.resources import Resources
@@ -60,6 +61,18 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
         return self
 
     async def batch_load_fn(self, keys: list[K]) -> list[V]:
+        if not tracing.ENABLED:
+            return await self._load_batch(keys)
+        # One span per batch, under the span of the code that asked first (aiodataloader
+        # dispatches with `call_soon`, in a copy of that code's context): the field, the number
+        # of keys, and, through the cache, its hits and misses (gateway/cache/fields.py).
+        with tracing.child_span(f"loader {self.field}",
+                                attributes={"loader.field": self.field,
+                                            "loader.keys": len(keys),
+                                            "loader.cached": self._query_cache is not None}):
+            return await self._load_batch(keys)
+
+    async def _load_batch(self, keys: list[K]) -> list[V]:
         if self._query_cache is None or self._versions is None:
             return list(await self.compute(keys))
         versions = await self._versions(list(dict.fromkeys(k[0] for k in keys)))  # type: ignore[index]

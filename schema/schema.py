@@ -22,6 +22,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
+from gateway.ops import tracing
 from gateway.ops.settings import Settings
 from schema.analytics import AnalyticsQuery
 from schema.auth import AuthMutation
@@ -29,6 +30,7 @@ from schema.extensions.cache_report import CacheExtension
 from schema.extensions.errors import ErrorMasking
 from schema.extensions.input_check import InputCheck
 from schema.extensions.limits import Limits, limit_extensions
+from schema.extensions.tracing import OperationSpan
 from schema.scalars import SCALAR_MAP
 from schema.system import SystemQuery
 from schema.tasks import TaskMutation, TaskQuery
@@ -43,9 +45,11 @@ Mutation = merge_types("Mutation", MUTATION_TYPES) if MUTATION_TYPES else None
 
 def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
     """Error shaping, the query limits, the cache report (`extensions.cache`, see
-    schema/extensions/cache_report.py) and in production no introspection."""
+    schema/extensions/cache_report.py), in production no introspection, and with tracing on
+    (`OTEL_TRACES_EXPORTER`) the operation's span, first so that it encloses the others."""
     production = settings.is_production
     extensions: list[Callable[[], SchemaExtension]] = [
+        *([OperationSpan] if tracing.wanted(settings) else []),
         lambda: ErrorMasking(production=production),
         InputCheck,
         *limit_extensions(Limits.from_settings(settings)),

@@ -126,3 +126,39 @@ async def test_an_unknown_or_access_token_is_no_refresh_token(gql: Gql, users: U
     # Neither attempt touched the real token.
     assert await pool.fetchval("select count(*) from refresh_tokens "
                                "where rotated_at is null and revoked_at is null") == 1
+
+
+def test_a_verified_token_is_remembered_but_still_expires_to_the_second(
+        settings: Settings) -> None:
+    """Access tokens are verified once per process (gateway/security/access.py keeps them), yet a
+    remembered token stops working the second its `exp` passes, as a fresh check would say."""
+    import time
+    import uuid
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.errors import Unauthenticated
+    from gateway.security import access
+
+    user_id = uuid.uuid4()
+    lifetime = timedelta(minutes=settings.jwt_access_token_expire_minutes)
+    # issued so that it expires at the next whole second + 1
+    expires = int(time.time()) + 2
+    token = access.create_access_token(
+        settings, user_id, "user", now=datetime.fromtimestamp(expires, UTC) - lifetime)
+    assert decode_access_token(settings, token).id == user_id
+    calls = []
+    original = access._verify
+    access._verify = lambda s, t: calls.append(t) or original(s, t)  # type: ignore[assignment]
+    try:
+        assert decode_access_token(settings, token).id == user_id
+        assert calls == []  # remembered: not verified again
+        # another configuration (a rotated secret) does not accept what this one verified
+        other = replace(settings, jwt_secret_key="another-secret-" + "x" * 40)
+        with pytest.raises(Unauthenticated):
+            decode_access_token(other, token)
+        time.sleep(max(0.0, expires - time.time()) + 0.01)
+        with pytest.raises(Unauthenticated, match="expired"):
+            decode_access_token(settings, token)
+    finally:
+        access._verify = original  # type: ignore[assignment]

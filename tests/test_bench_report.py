@@ -9,16 +9,21 @@ import uuid
 from pathlib import Path
 
 from bench.baseline import substitute
+from bench.otlp_sink import count_spans_json, count_spans_protobuf, decode_body
 from bench.report import (
+    TRACING_LEVELS,
     Job,
     Report,
     Run,
     apply_baselines,
     evaluate_targets,
+    merge_runs,
     parse_wrk,
     render,
+    tracing_costs,
+    tracing_scenario,
 )
-from bench.run import BASELINES, Config, hot_spots
+from bench.run import BASELINES, Config, hot_spots, traced_environment
 
 WRK_SUMMARY = {"requests": 2000, "duration_us": 8_000_000, "connect": 0, "read": 1, "write": 0,
                "status": 2, "timeout": 0, "graphql_errors": 3, "p50": 4_200, "p95": 9_870,
@@ -164,3 +169,177 @@ def test_scaling_is_judged_relative_to_the_bare_endpoint_measured_at_the_same_ti
     target = next(t for t in targets if t.name.startswith("uncached dashboard p50 flat"))
     assert target.measured == "0.38x raw, 1.50x relative to the bare Redis endpoint"
     assert target.met is True
+
+
+# --- tracing ---------------------------------------------------------------------------------
+
+
+def _tracing_runs(warm_10: float, cold_10: float, warm_100: float, cold_100: float,
+                  c: int = 16) -> list[Run]:
+    """The tracing scenarios at c: untraced 1000 req/s cached, 100 uncached, and the traced
+    throughputs given."""
+    runs = [_run(tracing_scenario("warm", None), c=c, rps=1000, p50=10),
+            _run(tracing_scenario("cold", None), c=c, rps=100, p50=100)]
+    for level, warm, cold in (("10%", warm_10, cold_10), ("100%", warm_100, cold_100)):
+        runs.append(_run(tracing_scenario("warm", level), c=c, rps=warm, p50=11))
+        runs.append(_run(tracing_scenario("cold", level), c=c, rps=cold, p50=110))
+    apply_baselines(runs, BASELINES)
+    return runs
+
+
+def test_traced_scenarios_are_compared_with_the_untraced_run_beside_them() -> None:
+    runs = _tracing_runs(970, 96, 880, 90)
+    traced = {r.scenario: r for r in runs}
+    assert traced["dashboard warm, tracing 10%"].baseline == "dashboard warm, tracing off"
+    assert traced["dashboard warm, tracing 10%"].rps_ratio == 0.97
+    assert traced["dashboard cold, tracing 100%"].rps_ratio == 0.9
+    assert traced["dashboard warm, tracing off"].baseline is None
+    text = render(Report(machine={}, config={}, runs=runs))
+    assert "97%, 1.10x of dashboard warm, tracing off" in text
+    assert "90%, 1.10x of dashboard cold, tracing off" in text
+
+
+def test_tracing_targets_report_the_cost_of_each_sampling_level() -> None:
+    runs = _tracing_runs(970, 96, 880, 80)  # 10%: 3% and 4% lost; 100%: 12% and 20%
+    targets = {t.name: t for t in evaluate_targets(runs, [], main_users=10_000)}
+    ten = targets["tracing at 10% sampling: throughput cost"]
+    assert (ten.goal, ten.met) == ("<= 5%", True)
+    assert ten.measured == ("cached 3.0%, uncached 4.0% (traced/untraced req/s 0.970, 0.960) "
+                            "at c=16")
+    hundred = targets["tracing at 100% sampling: throughput cost"]
+    assert (hundred.goal, hundred.met) == ("<= 15%", False)
+    assert "cached 12.0%, uncached 20.0%" in hundred.measured
+    table = render(Report(machine={}, config={}, runs=runs, targets=list(targets.values())))
+    assert "tracing at 10% sampling: throughput cost" in table and "MISSED" in table
+
+
+def test_tracing_costs_go_into_the_json_result(tmp_path: Path) -> None:
+    runs = _tracing_runs(990, 99, 900, 88)
+    report = Report(machine={}, config={}, runs=runs)
+    report.tracing["costs"] = tracing_costs(runs, 10_000)
+    report.targets = evaluate_targets(runs, [], 10_000)
+    report.write(tmp_path / "r.json")
+    written = json.loads((tmp_path / "r.json").read_text())
+    ten = written["tracing"]["costs"]["10%"]
+    assert (ten["sampler"], ten["sampler_arg"], ten["max_cost"]) == \
+        ("parentbased_traceidratio", "0.1", 0.05)
+    assert ten["cached"] == {"concurrency": 16, "rps": 990, "rps_untraced": 1000.0,
+                             "ratio": 0.99, "cost": 0.01, "p50_ratio": 1.1}
+    assert written["tracing"]["costs"]["100%"]["uncached"]["cost"] == 0.12
+    assert written["tracing"]["costs"]["100%"]["sampler"] == "parentbased_always_on"
+    names = [t["name"] for t in written["targets"]]
+    assert "tracing at 100% sampling: throughput cost" in names
+    again = Report.from_json(written)
+    assert again.tracing == report.tracing
+    assert render(again) == render(report)
+
+
+def test_tracing_skipped_is_not_measured_and_its_note_is_printed() -> None:
+    runs = [_run("dashboard cold", c=1, p50=10)]
+    runs += [Run(tracing_scenario(mode, level.label), 10_000, 16,
+                 skipped="tracing unavailable (see notes)")
+             for mode in ("warm", "cold") for level in TRACING_LEVELS]
+    report = Report(machine={}, config={}, runs=runs,
+                    notes=["tracing scenarios skipped: no span reached the OTLP sink"])
+    report.targets = evaluate_targets(runs, [], 10_000)
+    tracing = [t for t in report.targets if t.name.startswith("tracing at")]
+    assert [t.met for t in tracing] == [None, None]
+    assert tracing[0].measured == "cached n/a, uncached n/a"
+    text = render(report)
+    assert "skipped: tracing unavailable (see notes)" in text
+    assert text.endswith("- tracing scenarios skipped: no span reached the OTLP sink")
+    assert tracing_costs(runs, 10_000)["10%"]["cached"]["cost"] is None
+
+
+def test_one_traced_mode_missing_is_not_measured_unless_the_other_already_misses() -> None:
+    runs = [r for r in _tracing_runs(990, 99, 700, 88) if "cold" not in r.scenario]
+    verdicts = {t.name: t.met for t in evaluate_targets(runs, [], 10_000)}
+    assert verdicts["tracing at 10% sampling: throughput cost"] is None
+    assert verdicts["tracing at 100% sampling: throughput cost"] is False
+
+
+def test_the_traced_servers_export_otlp_http_to_their_own_prefix_of_the_sink() -> None:
+    base = {"APP_ENV": "production", "OTEL_TRACES_EXPORTER": "none"}
+    ten, full = TRACING_LEVELS
+    env = traced_environment(base, "http://127.0.0.1:9999", "warm-10", ten)
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:9999/warm-10"
+    assert env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "http://127.0.0.1:9999/warm-10/v1/traces"
+    assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == \
+        ("parentbased_traceidratio", "0.1")
+    env = traced_environment(base, "http://127.0.0.1:9999", "cold-100", full)
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in env
+    assert base["OTEL_TRACES_EXPORTER"] == "none"  # the untraced servers' environment untouched
+
+
+def test_tracing_scenarios_can_be_left_out() -> None:
+    assert Config.from_env({"BENCH_QUICK": "1"}).tracing is True
+    assert Config.from_env({"BENCH_TRACING": "0"}).tracing is False
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _export_request(spans_per_scope: list[list[int]]) -> bytes:
+    """An ExportTraceServiceRequest: one ResourceSpans (with a resource) per inner list, one
+    ScopeSpans per number, that many spans each (a span: trace id, a name, a varint kind and a
+    fixed64 start time, so that every wire type the sink skips is there)."""
+    span = (_field(1, b"\x01" * 16) + _field(5, b"GET /graphql") + _varint(6 << 3) + b"\x02"
+            + _varint(7 << 3 | 1) + b"\x00" * 8)
+    body = b""
+    for scopes in spans_per_scope:
+        resource = _field(1, _field(1, _field(1, b"service.name")))
+        for count in scopes:
+            resource += _field(2, _field(1, _field(1, b"gateway")) + _field(2, span) * count)
+        body += _field(1, resource)
+    return body
+
+
+def test_the_otlp_sink_counts_spans_without_decoding_them() -> None:
+    import gzip
+
+    body = _export_request([[3, 2], [5]])
+    assert count_spans_protobuf(body) == 10
+    assert count_spans_protobuf(decode_body(gzip.compress(body), "gzip")) == 10
+    assert count_spans_protobuf(b"") == 0  # an empty export is valid protobuf
+    try:
+        count_spans_protobuf(body[:-3])
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a truncated body was counted")
+    as_json = {"resourceSpans": [{"scopeSpans": [{"spans": [{}, {}]}, {"spans": [{}]}]}]}
+    assert count_spans_json(json.dumps(as_json).encode()) == 3
+
+
+def test_rounds_of_a_scenario_are_merged_into_one_run() -> None:
+    first = Run("dashboard warm, tracing 10% (round 1)", 1000, 16, requests=3000, seconds=3.0,
+                rps=1000, p50_ms=2.0, p95_ms=4.0, p99_ms=8.0, errors=1,
+                statements_per_request=1.0, queries_per_request=1.0, peak_rss_mib=70)
+    second = Run("dashboard warm, tracing 10% (round 2)", 1000, 16, requests=1000, seconds=2.0,
+                 rps=500, p50_ms=6.0, p95_ms=8.0, p99_ms=12.0, errors=0,
+                 statements_per_request=2.0, queries_per_request=None, peak_rss_mib=75)
+    merged = merge_runs([first, second], "dashboard warm, tracing 10%")
+    assert merged.scenario == "dashboard warm, tracing 10%"
+    assert (merged.users, merged.concurrency, merged.requests, merged.seconds) == \
+        (1000, 16, 4000, 5.0)
+    assert merged.rps == 800.0  # the whole, not the mean of 1000 and 500
+    assert (merged.p50_ms, merged.p95_ms, merged.p99_ms) == (3.0, 5.0, 9.0)
+    assert (merged.errors, merged.statements_per_request, merged.queries_per_request) == \
+        (1, 1.25, 1.0)
+    assert merged.peak_rss_mib == 75
+    failed = Run("x (round 2)", 1000, 16, skipped="failed: wrk gave no result")
+    assert merge_runs([first, failed], "x").requests == 3000
+    assert merge_runs([failed], "x").skipped == "failed: wrk gave no result"

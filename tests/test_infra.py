@@ -168,14 +168,23 @@ def test_dockerignore_sends_only_the_sources_the_dockerfile_copies() -> None:
 # --- compose ---------------------------------------------------------------------------------
 
 
-def compose_config(compose_file: Path) -> dict[str, Any]:
-    result = run(compose_binary(), "-f", compose_file, "config", "--format", "json")
+def compose_config(compose_file: Path, *profiles: str,
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    """`docker compose config` of the file, with the given profiles enabled ("*": all of them).
+    Variables the file interpolates come from `env` on top of a clean environment, so that the
+    caller's OTEL_* or ALLOWED_HOSTS do not leak into what is checked."""
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("OTEL", "COMPOSE_", "APP_VERSION", "ALLOWED_HOSTS",
+                                  "CORS_ORIGINS"))}
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    result = run(compose_binary(), "-f", compose_file, *flags, "config", "--format", "json",
+                 env={**clean, **(env or {})})
     config: dict[str, Any] = json.loads(result.stdout)
     return config
 
 
 def test_compose_file_is_valid_for_docker_compose() -> None:
-    config = compose_config(INFRA / "compose.yaml")
+    config = compose_config(INFRA / "compose.yaml", "*")  # every profile's services too
     services = config["services"]
     for name in ("postgres", "redis", "migrate", "api", "worker", "nginx", "prometheus",
                  "grafana"):
@@ -191,7 +200,7 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
 
 
 def test_compose_takes_every_secret_from_a_file() -> None:
-    config = compose_config(INFRA / "compose.yaml")
+    config = compose_config(INFRA / "compose.yaml", "*")
     assert all("file" in secret for secret in config["secrets"].values())
     secret_words = re.compile(r"PASSWORD|SECRET|DATABASE_URL|DSN|TOKEN", re.IGNORECASE)
     for name, service in config["services"].items():
@@ -200,6 +209,131 @@ def test_compose_takes_every_secret_from_a_file() -> None:
                 assert key.endswith("_FILE") or key.endswith("__FILE"), \
                     f"{name}: {key} is given as a literal"
                 assert str(value).startswith("/run/secrets/"), f"{name}: {key}={value}"
+
+
+OTEL_SERVICES = ("otel-collector", "jaeger")
+
+
+def test_compose_tracing_is_a_profile_and_off_by_default() -> None:
+    """A plain `up` starts neither collector nor Jaeger, and the API and worker do not trace;
+    OTEL_TRACES_EXPORTER=otlp on the command line turns it on for both."""
+    default = compose_config(INFRA / "compose.yaml")
+    assert not set(OTEL_SERVICES) & set(default["services"])
+    traced = compose_config(INFRA / "compose.yaml", "tracing",
+                            env={"OTEL_TRACES_EXPORTER": "otlp"})
+    assert set(OTEL_SERVICES) <= set(traced["services"])
+    for name in ("api", "worker"):
+        env = default["services"][name]["environment"]
+        assert env["OTEL_TRACES_EXPORTER"] == "none"
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+        assert traced["services"][name]["environment"]["OTEL_TRACES_EXPORTER"] == "otlp"
+    names = {default["services"][n]["environment"]["OTEL_SERVICE_NAME"] for n in ("api", "worker")}
+    assert names == {"analytics-api", "analytics-worker"}
+
+
+def test_compose_tracing_profile_wires_the_apps_to_the_collector_and_jaeger() -> None:
+    config = compose_config(INFRA / "compose.yaml", "tracing")
+    services = config["services"]
+    collector, jaeger = services["otel-collector"], services["jaeger"]
+    for service in (collector, jaeger):
+        assert service["profiles"] == ["tracing"]
+        image, _, tag = service["image"].rpartition(":")
+        assert image and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), service["image"]
+    assert collector["image"].startswith("otel/opentelemetry-collector")
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    # The collector reads infra/otel/collector.yaml, where the --config flag says.
+    (config_flag,) = [a for a in collector["command"] if a.startswith("--config=")]
+    mounts = {m["target"]: Path(m["source"]) for m in collector["volumes"]}
+    assert mounts[config_flag.removeprefix("--config=")] == INFRA / "otel" / "collector.yaml"
+    # The apps send OTLP/HTTP to the collector's receiver, on the network they share.
+    receiver = collector_config()["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    for name in ("api", "worker"):
+        endpoint = services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert endpoint == f"http://otel-collector:{receiver.rpartition(':')[2]}" == \
+            "http://otel-collector:4318"
+        assert set(services[name]["networks"]) & set(collector["networks"])
+    # The collector's exporter reaches Jaeger's OTLP receiver; the UI stays on loopback.
+    exporter = collector_config()["exporters"]["otlp/jaeger"]["endpoint"]
+    assert exporter == "jaeger:4317" and set(jaeger["networks"]) & set(collector["networks"])
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert [(p["host_ip"], p["published"], p["target"]) for p in jaeger["ports"]] == \
+        [("127.0.0.1", "16686", 16686)]
+    # The variable the debug exporter's verbosity comes from is always set.
+    assert "${env:OTELCOL_DEBUG_VERBOSITY}" in (INFRA / "otel" / "collector.yaml").read_text()
+    assert collector["environment"]["OTELCOL_DEBUG_VERBOSITY"] == "basic"
+
+
+def collector_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((INFRA / "otel" / "collector.yaml").read_text())
+    return config
+
+
+# Component types of the collector image (core and contrib) that the config may use.
+COLLECTOR_COMPONENTS = {
+    "receivers": {"otlp"},
+    "processors": {"batch", "memory_limiter", "attributes", "resource", "filter",
+                   "probabilistic_sampler", "tail_sampling"},
+    "exporters": {"otlp", "otlphttp", "debug"},
+    "extensions": {"health_check", "pprof", "zpages"},
+}
+
+
+def collector_problems(config: dict[str, Any]) -> list[str]:
+    """What `otelcol validate` would refuse about the pipelines (no collector binary can be had
+    offline): a pipeline naming an undefined component or an unknown type, an empty pipeline, a
+    defined component that no pipeline uses (the collector ignores it silently)."""
+    problems: list[str] = []
+    service = config.get("service") or {}
+    pipelines = service.get("pipelines") or {}
+    if not pipelines:
+        problems.append("no pipelines")
+    used: dict[str, set[str]] = {kind: set() for kind in COLLECTOR_COMPONENTS}
+    used["extensions"] = set(service.get("extensions") or [])
+    for name, pipeline in pipelines.items():
+        if name.split("/")[0] not in ("traces", "metrics", "logs"):
+            problems.append(f"pipeline {name}: unknown signal")
+        for kind in ("receivers", "processors", "exporters"):
+            names = (pipeline or {}).get(kind) or []
+            if kind != "processors" and not names:
+                problems.append(f"pipeline {name}: no {kind}")
+            used[kind] |= set(names)
+    for kind, known in COLLECTOR_COMPONENTS.items():
+        defined = set(config.get(kind) or {})
+        for component in sorted(used[kind] - defined):
+            problems.append(f"{kind}: {component} is used but not defined")
+        for component in sorted(defined - used[kind]):
+            problems.append(f"{kind}: {component} is defined but no pipeline uses it")
+        for component in sorted(defined | used[kind]):
+            if component.split("/")[0] not in known:
+                problems.append(f"{kind}: unknown component type {component}")
+    for name, pipeline in pipelines.items():
+        processors = (pipeline or {}).get("processors") or []
+        if "memory_limiter" in processors and processors[0] != "memory_limiter":
+            problems.append(f"pipeline {name}: memory_limiter must come first")
+    return problems
+
+
+def test_collector_config_pipelines_are_complete_and_consistent() -> None:
+    config = collector_config()
+    assert collector_problems(config) == []
+    traces = config["service"]["pipelines"]["traces"]
+    assert traces["receivers"] == ["otlp"]
+    assert "batch" in traces["processors"]
+    assert {"otlp/jaeger", "debug"} <= set(traces["exporters"])
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+
+
+def test_collector_check_catches_a_broken_pipeline() -> None:
+    config = collector_config()
+    config["service"]["pipelines"]["traces"]["exporters"] = ["otlp/jaeger", "debugg"]
+    config["service"]["pipelines"]["traces"]["processors"] = ["batch", "memory_limiter"]
+    problems = collector_problems(config)
+    assert "exporters: debugg is used but not defined" in problems
+    assert "exporters: debug is defined but no pipeline uses it" in problems
+    assert "exporters: unknown component type debugg" in problems
+    assert "pipeline traces: memory_limiter must come first" in problems
 
 
 def test_compose_check_rejects_a_broken_file(tmp_path: Path) -> None:
@@ -539,6 +673,24 @@ def test_kubernetes_pods_are_hardened_and_probed() -> None:
     secret = next(d for d in docs if d["kind"] == "Secret")["stringData"]
     for key in secret:
         assert config[f"{key.upper()}_FILE"] == f"/run/secrets/analytics/{key}"
+
+
+def test_kubernetes_tracing_is_off_by_default_and_names_each_deployment() -> None:
+    docs = k8s_documents()
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    assert config["OTEL_TRACES_EXPORTER"] == "none"
+    assert config["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    assert config["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+    assert config["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4318")
+    assert "OTEL_SERVICE_NAME" not in config  # one per Deployment
+    names = {}
+    for doc in docs:
+        if doc["kind"] == "Deployment":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            names[doc["metadata"]["name"]] = env.get("OTEL_SERVICE_NAME")
+    assert names == {"analytics-api": "analytics-api", "analytics-worker": "analytics-worker"}
 
 
 def test_every_secret_the_kit_passes_as_a_file_is_one_the_service_reads_from_a_file() -> None:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from domain.changes import AGGREGATE_JOB, WARM_CACHE_JOB
 from gateway.data.resources import arq_redis_settings
+from gateway.ops import tracing
 from gateway.ops.settings import Settings
 
 ABORT_WAIT_S = 10.0
@@ -42,8 +43,23 @@ def _settings() -> Settings:
     return settings
 
 
-async def _with_arq(action: Callable[[ArqRedis], Awaitable[int]]) -> int:
-    redis_settings = arq_redis_settings(_settings())
+async def _with_arq(action: Callable[[ArqRedis], Awaitable[int]],
+                    command: str | None = None) -> int:
+    """Run `action` with an arq pool; a `command` that enqueues is traced when
+    `OTEL_TRACES_EXPORTER` says so, and its job continues that trace (workers/metrics.py)."""
+    settings = _settings()
+    if command is None or not tracing.configure(settings):
+        return await _run_with_arq(action, settings)
+    try:
+        with tracing.command_span(command):
+            return await _run_with_arq(action, settings)
+    finally:
+        tracing.flush()
+
+
+async def _run_with_arq(action: Callable[[ArqRedis], Awaitable[int]],
+                        settings: Settings) -> int:
+    redis_settings = arq_redis_settings(settings)
     redis_settings.conn_retries = 0
     try:
         arq = await create_pool(redis_settings)
@@ -70,7 +86,8 @@ def _arg(value: Any) -> str:
 
 
 def _call(job: JobDef) -> str:
-    parts = [_arg(a) for a in job.args] + [f"{k}={_arg(v)}" for k, v in job.kwargs.items()]
+    parts = [_arg(a) for a in job.args] + [f"{k}={_arg(v)}" for k, v in job.kwargs.items()
+                                           if k != tracing.JOB_TRACE_KWARG]
     return f"{job.function}({', '.join(parts)})"
 
 
@@ -88,7 +105,8 @@ def _describe_result(result: JobResult) -> str:
 
 
 async def _enqueue(arq: ArqRedis, function: str, *args: Any, what: str) -> int:
-    job = await arq.enqueue_job(function, *args)
+    with tracing.enqueueing(function) as trace_kwargs:
+        job = await arq.enqueue_job(function, *args, **trace_kwargs)
     if job is None:  # only possible with a fixed id; kept for safety
         print(f"not enqueued: {what} is already queued")
         return 1
@@ -106,9 +124,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         who = f"{len(users)} user(s)" if users else "all users"
         return asyncio.run(_with_arq(lambda arq: _enqueue(
             arq, AGGREGATE_JOB, args.d_from, args.d_to, users,
-            what=f"aggregate {args.d_from}..{args.d_to} for {who}")))
+            what=f"aggregate {args.d_from}..{args.d_to} for {who}"),
+            command="jobs enqueue aggregate"))
     return asyncio.run(_with_arq(lambda arq: _enqueue(arq, WARM_CACHE_JOB,
-                                                      what="warm-cache")))
+                                                      what="warm-cache"),
+                                 command="jobs enqueue warm-cache"))
 
 
 async def _status(arq: ArqRedis, job_id: str) -> int:

@@ -24,6 +24,7 @@ from prometheus_client import Counter, Histogram, start_http_server
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.ops import tracing
 from workers.heartbeat import job_heartbeat
 
 RUN_LOGGER = "workers.jobs"  # the job-run lines (configured apart in the worker process)
@@ -81,10 +82,15 @@ def instrumented(job: str) -> Callable[[F], F]:
 
     The job returns a dict of counts (rows written, users warmed, ...), which goes both into the
     log line and into arq's stored result (what `jobs status` prints).
+
+    The enqueuer's trace context arrives as the keyword argument `_trace` (gateway/ops/tracing.py,
+    `enqueueing`); it is taken off before the job function runs, and in a worker with tracing on
+    (`ctx["traced"]`, set at start-up) the run is a CONSUMER span named after the job that
+    continues that trace, or starts one when the job has none (cron, an older release's job).
     """
     def decorate(func: F) -> F:
-        @functools.wraps(func)
-        async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        async def attempt(ctx: dict[str, Any], args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> Any:
             started = time.perf_counter()
             try:
                 async with job_heartbeat(ctx):
@@ -109,6 +115,28 @@ def instrumented(job: str) -> Callable[[F], F]:
             log_run(job, "success", time.perf_counter() - started, ctx,
                     counts=result if isinstance(result, dict) else None)
             return result
+
+        @functools.wraps(func)
+        async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            carrier = kwargs.pop(tracing.JOB_TRACE_KWARG, None)
+            if not ctx.get("traced"):
+                return await attempt(ctx, args, kwargs)
+            attributes = {"messaging.message.id": str(ctx.get("job_id")),
+                          "arq.job.try": int(ctx.get("job_try") or 1)}
+            with tracing.job_span(job, carrier, attributes, expected=(Retry,)) as span:
+                outcome = "failure"
+                try:
+                    result = await attempt(ctx, args, kwargs)
+                    outcome = "success"
+                    return result
+                except Retry:  # runs again later: not a failure of this run
+                    outcome = "retry"
+                    raise
+                except asyncio.CancelledError:
+                    outcome = "cancelled"
+                    raise
+                finally:
+                    span.set_attribute("arq.job.outcome", outcome)
 
         return run  # type: ignore[return-value]
 

@@ -29,6 +29,7 @@ from domain.changes import (
 from gateway.cache.clients import create_redis
 from gateway.data.db import create_pool
 from gateway.data.resources import Resources, arq_redis_settings
+from gateway.ops import tracing
 from gateway.ops.logs import Redactor, configure_logging, settings_secrets
 from gateway.ops.metrics import BUILD_INFO
 from gateway.ops.settings import Settings
@@ -98,6 +99,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     if ctx.get("configure_logging"):
         configure_worker_logging(settings)
+    # OTEL_TRACES_EXPORTER, once per process; each job run is then a span (workers/metrics.py)
+    ctx["traced"] = tracing.configure(settings)
     pool = await create_pool(settings, **worker_pool_options(settings))
     ctx["pool"] = pool
     ctx["resources"] = Resources(settings=settings, pool=pool, redis=create_redis(settings),

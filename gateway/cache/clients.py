@@ -84,15 +84,21 @@ def create_redis(settings: Settings, *, cache_path: bool = False, url: str | Non
     ))
 
 
+CALL_DEADLINES = 3  # a call's deadline, in socket timeouts (`breaker_for`)
+
+
 def breaker_for(client: Any, settings: Settings) -> CircuitBreaker:
     """The circuit breaker of a Redis client, shared by everything in this process that uses it
     on the request path (the caches and the rate limiter), so that one failure spares them all:
-    calls of `REDIS_CACHE_TIMEOUT` in all, skipped for `CACHE_CIRCUIT_SECONDS` after a failure,
-    at most `REDIS_MAX_CONNECTIONS` in flight (the client's pool raises rather than waits)."""
+    skipped for `CACHE_CIRCUIT_SECONDS` after a failure, at most `REDIS_MAX_CONNECTIONS` in
+    flight (the client's pool raises rather than waits). Every socket operation of the client is
+    bounded by `REDIS_CACHE_TIMEOUT` already; the breaker's own deadline for a whole call is a
+    backstop (`CALL_DEADLINES` of those), since a call under a burst of requests legitimately
+    spends longer queued in this process than one socket timeout."""
     breaker = _BREAKERS.get(client)
     if breaker is None:
         breaker = CircuitBreaker(settings.cache_circuit_seconds,
-                                 timeout=settings.redis_cache_timeout,
+                                 timeout=settings.redis_cache_timeout * CALL_DEADLINES,
                                  max_concurrent=settings.redis_max_connections, name="Redis")
         _BREAKERS[client] = breaker
     return breaker

@@ -24,7 +24,7 @@ poll the value for a moment, then compute themselves if it does not come.
 
 Fail-open: every Redis call goes through `resources.cache_redis` (200 ms timeouts, no retries) and
 the client's circuit breaker (`gateway.cache.clients.breaker_for`, shared with the rate limiter);
-any Redis failure is a miss. A call gets `REDIS_CACHE_TIMEOUT` in all, pool and connect included;
+any Redis failure is a miss. Socket operations get `REDIS_CACHE_TIMEOUT`, a whole call three;
 the first failure opens the breaker, cuts short the calls still waiting on Redis, and skips Redis
 for `CACHE_CIRCUIT_SECONDS`, after which one call probes it. So a hung Redis costs a request at most
 about one timeout. For a lock's lifetime after a failure nobody waits on another's lock (it may be
@@ -51,6 +51,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.cache.clients import breaker_for
+from gateway.ops import tracing
 from gateway.ops.circuit import CircuitOpen
 from gateway.ops.settings import Settings
 
@@ -204,7 +205,7 @@ class QueryCache:
                      "productivity": settings.cache_ttl_productivity}
         self.default_ttl = min(self.ttls.values())
         # The client's breaker, shared with the rate limiter (and the response cache, through
-        # this cache): calls of REDIS_CACHE_TIMEOUT in all, skipped for CACHE_CIRCUIT_SECONDS
+        # this cache): bounded calls (gateway/cache/clients.py), skipped for CACHE_CIRCUIT_SECONDS
         # after a failure, and never more in flight than the pool has connections (redis-py's
         # pool raises "Too many connections" instead of waiting, which would trip the breaker).
         self.breaker = breaker_for(redis, settings)
@@ -318,6 +319,8 @@ class QueryCache:
             CACHE_HITS.labels(field=field).inc(len(hits))
         if misses:
             CACHE_MISSES.labels(field=field).inc(misses)
+        if tracing.ENABLED:  # on the span of the loader batch asking (loaders/cached.py)
+            tracing.annotate(**{"cache.hits": len(hits), "cache.misses": misses})
         if notes is not None:
             entry = notes.setdefault("cache", {}).setdefault(
                 field, {"hits": 0, "misses": 0, "age": None})

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway.ops import tracing
 from gateway.ops.logs import SQL_LOGGER
 from gateway.ops.metrics import DB_QUERY_DURATION, DB_UNAVAILABLE
 from gateway.ops.settings import Settings
@@ -74,8 +75,14 @@ _QUERY_NAMES = {sql: name for name, sql in QUERIES.items()}
 
 def observe_query(record: Any) -> None:
     """asyncpg query logger: times each statement under its query name (`other` for SQL that is
-    not one of sql/queries/), for `analytics_db_query_duration_seconds`."""
-    DB_QUERY_DURATION.labels(_QUERY_NAMES.get(record.query, "other")).observe(record.elapsed)
+    not one of sql/queries/), for `analytics_db_query_duration_seconds`; with tracing on, also
+    one span per statement under the span that ran it, named by its query name (or its first
+    keyword), never its text or arguments (gateway/ops/tracing.py, `sql_span`)."""
+    name = _QUERY_NAMES.get(record.query)
+    DB_QUERY_DURATION.labels(name or "other").observe(record.elapsed)
+    if tracing.ENABLED:
+        tracing.sql_span(name or tracing.statement_name(record.query), record.elapsed,
+                         record.exception, record.conn_addr)
 
 
 sql_log = logging.getLogger(SQL_LOGGER)

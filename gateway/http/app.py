@@ -30,6 +30,7 @@ from gateway.data.db import query, quiet_outage_noise
 from gateway.data.resources import Resources
 from gateway.errors import GatewayError
 from gateway.http.export import export_tasks
+from gateway.http.graphiql import ASSET_ROUTE, graphiql_asset
 from gateway.http.graphql_view import GraphQLApp
 from gateway.http.middleware import (
     QUIET_PATHS,
@@ -39,6 +40,8 @@ from gateway.http.middleware import (
 )
 from gateway.http.response_cache import ResponseCache
 from gateway.http.responses import ERROR_STATUSES, RETRY_STATUSES, ORJSONResponse
+from gateway.http.tracing import server_span_middleware
+from gateway.ops import tracing
 from gateway.ops.logs import configure_logging, quiet_library_loggers
 from gateway.ops.metrics import (
     BUILD_INFO,
@@ -134,8 +137,9 @@ def middleware_stack(settings: Settings, request_metrics: RequestMetrics) -> lis
         stack.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
             allow_credentials=settings.cors_credentials, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"], max_age=600))
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "traceparent",
+                           "tracestate"],
+            expose_headers=["X-Request-ID", "Retry-After", "traceparent"], max_age=600))
     if settings.enable_response_compression:
         # Level 5: JSON compresses nearly as well as at Starlette's default 9, for far less CPU.
         stack.append(Middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES,
@@ -193,9 +197,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     if settings.prometheus_enabled:
         routes.append(Route("/metrics", metrics, methods=["GET"]))
+    if not settings.is_production:  # GraphiQL's vendored files, like the IDE itself
+        routes.append(Route(ASSET_ROUTE, graphiql_asset, methods=["GET"]))
     request_metrics = RequestMetrics(route.path for route in routes)
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=middleware_stack(settings, request_metrics),
+    stack = middleware_stack(settings, request_metrics)
+    if tracing.wanted(settings):  # the server span, outermost (gateway/http/tracing.py)
+        stack.insert(0, server_span_middleware(route.path for route in routes))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=stack,
                     exception_handlers={GatewayError: gateway_error})
     app.state.settings = settings
     app.state.business_gauges = business_gauges
@@ -206,8 +214,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def serve_app() -> Starlette:
     """The application as `python -m gateway serve` runs it, in each uvicorn worker: logging
-    (`LOG_FORMAT`, `LOG_FILE`) and Sentry set up for this process, then `create_app`."""
+    (`LOG_FORMAT`, `LOG_FILE`), Sentry and tracing (`OTEL_TRACES_EXPORTER`) set up for this
+    process, then `create_app`."""
     settings = Settings.load()
     configure_logging(settings)
     init_sentry(settings)
+    tracing.configure(settings)
     return create_app(settings)

@@ -21,6 +21,7 @@ from strawberry.types import ExecutionResult
 from gateway.data.resources import Resources
 from gateway.errors import Unauthenticated
 from gateway.http.bodies import RequestRefused, error_body, load_json, parsed_body
+from gateway.http.graphiql import graphiql_page
 from gateway.http.identity import account_of, identify, verified_caller
 from gateway.http.responses import RETRY_STATUSES, ORJSONResponse
 from resolvers.context import Context
@@ -85,6 +86,11 @@ class GraphQLApp(GraphQL[Context, None]):
         finally:
             _PARSED.reset(kept)
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Our GraphiQL page: vendored assets, a CSP, the dashboard query and, in development,
+        the demo user's token (gateway/http/graphiql.py). Only when `graphql_ide` is set."""
+        return await graphiql_page(request)
 
     @staticmethod
     def refusal(exc: HTTPException) -> Response:

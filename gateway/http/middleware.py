@@ -4,9 +4,10 @@
 Outermost first, as `gateway.http.app` stacks them:
 
 - `EdgeMiddleware`: the request id (the caller's `X-Request-ID` or a new one, echoed back and put
-  in the log context), the per-request deadline (`TIMEOUT`, then 504 if nothing was sent yet),
-  security headers, the request metrics and access log line, and a JSON 500 with the request id
-  for anything unhandled;
+  in the log context; with tracing on the server span's trace id, returned with the span's
+  `traceparent`: docs/operations.md, "Tracing"), the per-request deadline (`TIMEOUT`, then 504
+  if nothing was sent yet), security headers, the request metrics and access log line, and a
+  JSON 500 with the request id for anything unhandled;
 - Starlette's `TrustedHostMiddleware` (`ALLOWED_HOSTS`), `CORSMiddleware` (`CORS_ORIGINS`) and
   `GZipMiddleware` (`ENABLE_RESPONSE_COMPRESSION`, bodies over 1,000 bytes);
 - `RateLimitMiddleware`: `RATE_LIMIT_PER_MINUTE` per user or client IP, 429 with `Retry-After`;
@@ -28,7 +29,7 @@ import orjson
 from gateway.data.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
 from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, load_json
 from gateway.http.identity import header, identify
-from gateway.ops import sentry
+from gateway.ops import sentry, tracing
 from gateway.ops.logs import RequestInfo, current_request, new_request_id
 from gateway.ops.metrics import REJECTED, RequestMetrics
 from gateway.ops.settings import Settings
@@ -69,6 +70,7 @@ class EdgeMiddleware:
         self.app = app
         self.timeout = float(settings.timeout)
         self.metrics = request_metrics
+        self.traced = tracing.wanted(settings)  # the server span is then the current span
         self.headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"SAMEORIGIN"),
@@ -82,14 +84,23 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        info = RequestInfo(new_request_id(header(scope, b"x-request-id")))
+        offered = header(scope, b"x-request-id")
+        span_ids = tracing.ids() if self.traced else None
+        if span_ids is None:
+            info = RequestInfo(new_request_id(offered))
+            extra_headers = [(b"x-request-id", info.request_id.encode())]
+        else:  # the request id is the trace id; the caller's own id stays on the span
+            info = RequestInfo(span_ids[0])
+            extra_headers = [(b"x-request-id", span_ids[0].encode()),
+                             (b"traceparent", span_ids[1].encode())]
+            if offered and new_request_id(offered) == offered:
+                tracing.annotate(**{"http.request.header.x-request-id": offered})
         token = current_request.set(info)
         started = time.perf_counter()
         status = 500
         response_started = False
         # Probes answer at once (/ready bounds its own checks): no timer for them.
         deadline = asyncio.timeout(None if path in QUIET_PATHS else self.timeout)
-        request_id = info.request_id.encode()
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
@@ -99,7 +110,7 @@ class EdgeMiddleware:
                 if not deadline_over and deadline.when() is not None:
                     deadline.reschedule(None)  # a streamed body may take longer than that
                 message["headers"] = [*message.get("headers", ()), *self.headers,
-                                      (b"x-request-id", request_id)]
+                                      *extra_headers]
             await send(message)
 
         deadline_over = False

@@ -100,6 +100,7 @@ class CircuitBreaker:
         self._max_concurrent = max_concurrent
         self._slots: asyncio.Semaphore | None = None
         self._waiting: set[_Waiter] = set()
+        self._answered_since = float("-inf")  # loop time of the last call that succeeded
 
     @property
     def is_open(self) -> bool:
@@ -178,6 +179,7 @@ class CircuitBreaker:
         started = loop.time()
         waiter: _Waiter | None = None
         reached = False  # past the wait for a slot: a timeout from here on is the dependency's
+        reached_at = float("inf")
         deadline = None if self.timeout is None else started + self.timeout
         try:
             try:
@@ -185,13 +187,13 @@ class CircuitBreaker:
                     waiter = _Waiter(scope)
                     self._waiting.add(waiter)
                     if self._max_concurrent is None:
-                        reached = True
+                        reached, reached_at = True, loop.time()
                         result = await self._reach(op, permit)
                     else:
                         if self._slots is None:
                             self._slots = asyncio.Semaphore(self._max_concurrent)
                         async with self._slots:
-                            reached = True
+                            reached, reached_at = True, loop.time()
                             if self.timeout is not None and not waiter.aborted:
                                 # The dependency gets its whole timeout from here: a slot
                                 # waited for is this process's queue, not the dependency's.
@@ -213,12 +215,14 @@ class CircuitBreaker:
                 self.abandon(permit)
                 raise CircuitOpen(f"{self.name}: circuit opened while waiting") from None
             if isinstance(exc, TimeoutError) and (
-                    not reached or (deadline is not None
-                                    and loop.time() - deadline > LOOP_LAG_TOLERANCE)):
-                # No slot came in time, or the deadline fired late because this process's event
-                # loop was busy (an answer that had arrived may not have been read yet): either
-                # way this process is congested, which says nothing about the dependency. A miss
-                # for this call; the breaker stays as it is.
+                    not reached or self._answered_since > reached_at or (
+                        deadline is not None
+                        and loop.time() - deadline > LOOP_LAG_TOLERANCE)):
+                # No slot came in time; or the dependency answered other calls while this one
+                # waited (it is alive: this process was too busy to read the answer in time);
+                # or the deadline fired late because the event loop was busy. Either way this
+                # process is congested, which says nothing about the dependency. A miss for
+                # this call; the breaker stays as it is.
                 self.stats.congested += 1
                 self.abandon(permit)
                 raise CircuitOpen(f"{self.name}: no answer in time (process busy)") from None
@@ -228,6 +232,7 @@ class CircuitBreaker:
                 self.abandon(permit)
             raise
         self.stats.succeeded += 1
+        self._answered_since = loop.time()
         self.success(permit)
         return result
 

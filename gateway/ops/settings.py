@@ -140,6 +140,13 @@ def _jwt_algorithm(raw: str) -> str:
     return raw
 
 
+def _otel_exporter(raw: str) -> str:
+    value = raw.lower() or "none"
+    if value not in ("otlp", "console", "none"):
+        raise ValueError(f"expected otlp, console or none, got {raw!r}")
+    return value
+
+
 def setting(default: str, parse: Callable[[str], Any] = _str, doc: str = "") -> Any:
     """Declare a setting: its raw default (as it would be written in `.env`) and its parser."""
     return field(metadata={"default": default, "parse": parse, "doc": doc})
@@ -238,6 +245,9 @@ class Settings:
     sentry_dsn: str | None = setting("", _opt_str)
     prometheus_enabled: bool = setting("true", _bool)
     prometheus_port: int | None = setting("", _opt_port)
+    otel_traces_exporter: str = setting(
+        "none", _otel_exporter, "OpenTelemetry traces: otlp (OTLP/HTTP to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT), console or none (off); see docs/operations.md, Tracing")
 
     # Background jobs
     enable_daily_aggregation: bool = setting("true", _bool)

@@ -7,7 +7,9 @@ an `alg: none` token, a token for another audience, or a refresh token never pas
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -48,8 +50,57 @@ def create_access_token(settings: Settings, user_id: uuid.UUID | str, role: str,
     return jwt.encode(claims, settings.jwt_secret_key, algorithm=settings.jwt_algorithm)
 
 
+VERIFIED_CACHE_SIZE = 10_000  # tokens per process; a few MB at most
+
+
+class _VerifiedTokens:
+    """Access tokens this process has verified, with their expiry: a dashboard sends the same
+    token on every request, and verifying it (base64, JSON, HMAC, claims) costs more than the
+    rest of a cached answer. Bounded (least recently used out), keyed by the token and the
+    settings that verified it (secret, algorithm, audience, issuer), so a token verified under
+    one configuration proves nothing under another. Only valid tokens are kept; expiry is still
+    checked on every use, to the second, exactly as PyJWT checks it (`exp <= now` is expired)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, ...], tuple[Caller, float]] = OrderedDict()
+
+    def get(self, key: tuple[str, ...]) -> tuple[Caller, float] | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple[str, ...], caller: Caller, expires: float) -> None:
+        self._entries[key] = (caller, expires)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        self._entries.pop(key, None)
+
+
+_VERIFIED = _VerifiedTokens(VERIFIED_CACHE_SIZE)
+
+
 def decode_access_token(settings: Settings, token: str) -> Caller:
     """The caller named by a valid access token; `Unauthenticated` for anything else."""
+    key = (token, settings.jwt_secret_key, settings.jwt_algorithm, settings.jwt_audience,
+           settings.jwt_issuer)
+    known = _VERIFIED.get(key)
+    if known is not None:
+        caller, expires = known
+        if expires > time.time():
+            return caller
+        _VERIFIED.drop(key)
+        raise Unauthenticated("Access token expired")
+    caller, expires = _verify(settings, token)
+    _VERIFIED.put(key, caller, expires)
+    return caller
+
+
+def _verify(settings: Settings, token: str) -> tuple[Caller, float]:
+    """PyJWT's full check of a token: signature, algorithm, claims, expiry."""
     try:
         claims = jwt.decode(token, settings.jwt_secret_key, algorithms=[settings.jwt_algorithm],
                             audience=settings.jwt_audience, issuer=settings.jwt_issuer,
@@ -61,8 +112,9 @@ def decode_access_token(settings: Settings, token: str) -> Caller:
     if claims.get("typ") != ACCESS:
         raise Unauthenticated("Invalid access token")
     try:
-        return Caller(uuid.UUID(claims["sub"]), str(claims.get("role", "user")))
-    except ValueError:
+        return (Caller(uuid.UUID(claims["sub"]), str(claims.get("role", "user"))),
+                float(claims["exp"]))
+    except (ValueError, TypeError):
         raise Unauthenticated("Invalid access token") from None
 
 

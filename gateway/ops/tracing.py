@@ -1,0 +1,297 @@
+"""OpenTelemetry tracing: off unless `OTEL_TRACES_EXPORTER` says `otlp` or `console`.
+
+`configure(settings)` sets the SDK up once per process (the API's `serve_app`, the worker's
+start-up, the `jobs` CLI): a `TracerProvider` for `OTEL_SERVICE_NAME` (default `APP_NAME`), a
+`BatchSpanProcessor` and the exporter (OTLP over HTTP/protobuf, which reads
+`OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` itself, or the console), the sampler of
+`OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (read by the SDK; default
+`parentbased_always_on`) and the Redis instrumentation. With `none` (the default) nothing is
+imported beyond the API, nothing is installed, and each hook below costs one boolean check.
+
+Below the HTTP edge spans are only ever **children**: a loader batch, a SQL statement or a Redis
+command gets a span when the current span is recording (a request's, a job's, a command's), never
+a trace of its own, so the worker's queue polling, the probes and the background gauges trace
+nothing, and an application built without tracing traces nothing even in a process where tracing
+is on (the tests rely on it). The roots are the server span of a request (ASGI instrumentation,
+gateway/http/tracing.py), the CONSUMER span of a job (`job_span`) and the span of a CLI command
+(`command_span`).
+
+No span attribute carries a token, password or e-mail address: GraphQL variables and documents
+are not recorded, SQL statements are named by their `-- name:` (never text or parameters), Redis
+commands are recorded as `GET ?` (the instrumentation replaces every argument), URLs lose their
+query values, exceptions are recorded by class name only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from gateway.ops.settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+EXPORTERS = ("otlp", "console", "none")
+JOB_TRACE_KWARG = "_trace"
+"""The keyword argument of an arq job that carries its enqueuer's W3C context
+(`{"traceparent": ..., "tracestate": ...}`); `workers.metrics.instrumented` pops it."""
+
+ENABLED = False
+"""True once this process has a tracer provider of ours (`configure` or `install`)."""
+
+tracer = trace.get_tracer("analytics-gateway")  # a proxy until a provider is installed
+_propagator = TraceContextTextMapPropagator()
+_provider: TracerProvider | None = None
+
+
+def wanted(settings: Settings) -> bool:
+    """Whether these settings ask for tracing (`OTEL_TRACES_EXPORTER` other than `none`)."""
+    return settings.otel_traces_exporter != "none"
+
+
+def configure(settings: Settings) -> bool:
+    """Set tracing up for this process when the settings ask for it; once per process (a second
+    call returns what the first did). Returns whether tracing is on."""
+    if not wanted(settings):
+        return False
+    if _provider is None:
+        exporter: SpanExporter
+        if settings.otel_traces_exporter == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS, ...
+        else:
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            exporter = ConsoleSpanExporter()
+        install(exporter, settings)
+    return True
+
+
+def install(exporter: SpanExporter, settings: Settings | None = None, *,
+            batch: bool = True) -> TracerProvider:
+    """Install our tracer provider with `exporter` (the tests: an in-memory one, `batch=False`
+    so that a span is there as soon as it ends). Process-wide, like OpenTelemetry's global
+    provider; a second call adds the exporter to the provider installed by the first."""
+    global ENABLED, _provider
+    import os
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    processor: SpanProcessor = BatchSpanProcessor(exporter) if batch \
+        else SimpleSpanProcessor(exporter)
+    if _provider is not None:
+        _provider.add_span_processor(processor)
+        return _provider
+    attributes: dict[str, Any] = {}
+    if settings is not None:
+        # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read by Resource.create; an
+        # explicit attribute would override them, so the name is given only when they do not.
+        if not os.environ.get("OTEL_SERVICE_NAME"):
+            attributes["service.name"] = settings.app_name
+        attributes["service.version"] = settings.app_version
+        attributes["deployment.environment.name"] = settings.app_env
+    provider = TracerProvider(resource=Resource.create(attributes))
+    provider.sampler = _no_orphan_sampler()(provider.sampler)  # OTEL_TRACES_SAMPLER's, wrapped
+    provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    RedisInstrumentor().instrument(tracer_provider=provider)
+    _provider = provider
+    ENABLED = True
+    return provider
+
+
+def flush(timeout_s: float = 5.0) -> None:
+    """Export what is buffered (a short-lived command calls this before it exits)."""
+    if _provider is not None:
+        _provider.force_flush(int(timeout_s * 1000))
+
+
+def _no_orphan_sampler() -> Any:
+    """The sampler class (built here: the SDK is imported only when tracing is on)."""
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class NoOrphanClients(Sampler):
+        """The configured sampler, except that a CLIENT span (a SQL statement, a Redis command)
+        without a parent is dropped: the worker polls its queue in Redis every half second,
+        the probes and gauges query PostgreSQL, and none of that is worth a trace."""
+
+        def __init__(self, base: Sampler) -> None:
+            self.base = base
+
+        def should_sample(self, parent_context: Any, trace_id: int, name: str,
+                          kind: SpanKind | None = None, attributes: Any = None,
+                          links: Sequence[Any] | None = None,
+                          trace_state: Any = None) -> SamplingResult:
+            if kind is SpanKind.CLIENT and \
+                    not trace.get_current_span(parent_context).get_span_context().is_valid:
+                return SamplingResult(Decision.DROP)
+            return self.base.should_sample(parent_context, trace_id, name, kind, attributes,
+                                           links, trace_state)
+
+        def get_description(self) -> str:
+            return f"NoOrphanClients{{{self.base.get_description()}}}"
+
+    return NoOrphanClients
+
+
+# --- the current span -----------------------------------------------------------------------
+
+
+def recording() -> bool:
+    """Whether a span of ours is recording here (so a child span would be kept)."""
+    return ENABLED and trace.get_current_span().is_recording()
+
+
+def ids() -> tuple[str, str] | None:
+    """(trace id, `traceparent`) of the current span when it has a valid context (sampled or
+    not), as 32 hex digits and a W3C header value; else None."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return (format(context.trace_id, "032x"),
+            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
+
+
+def annotate(**attributes: Any) -> None:
+    """Set attributes on the current span, if one is recording."""
+    if ENABLED:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(attributes)
+
+
+def failed(span: Span, exc: BaseException) -> None:
+    """Mark a span failed by the exception's class name only (a message may quote data)."""
+    name = type(exc).__name__
+    span.set_attribute("error.type", name)
+    span.set_status(Status(StatusCode.ERROR, name))
+
+
+@contextlib.contextmanager
+def _span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, context: Any = None,
+          attributes: Mapping[str, Any] | None = None,
+          expected: tuple[type[BaseException], ...] = ()) -> Iterator[Span]:
+    with tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes,
+                                      record_exception=False,
+                                      set_status_on_exception=False) as span:
+        try:
+            yield span
+        except expected:
+            raise
+        except Exception as exc:
+            failed(span, exc)
+            raise
+
+
+@contextlib.contextmanager
+def child_span(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
+               attributes: Mapping[str, Any] | None = None) -> Iterator[Span | None]:
+    """A span under the current one, made current; nothing (None) when none is recording."""
+    if not recording():
+        yield None
+        return
+    with _span(name, kind=kind, attributes=attributes) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def command_span(name: str) -> Iterator[Span | None]:
+    """The root span of a CLI command (`jobs enqueue aggregate`); nothing with tracing off."""
+    if not ENABLED:
+        yield None
+        return
+    with _span(name) as span:
+        yield span
+
+
+# --- SQL ------------------------------------------------------------------------------------
+
+_VERB = re.compile(r"\s*([A-Za-z]{1,20})\b")
+
+
+def statement_name(sql: str) -> str:
+    """A name for SQL that is not one of sql/queries/: its first keyword (`BEGIN`, `SELECT`),
+    never more of its text."""
+    match = _VERB.match(sql)
+    return match.group(1).upper() if match else "SQL"
+
+
+def sql_span(name: str, elapsed: float, exception: BaseException | None,
+             address: Any = None) -> None:
+    """One finished SQL statement as a CLIENT span under the current span, from asyncpg's query
+    logger: asyncpg calls it with `loop.call_soon`, which runs it in a copy of the context of
+    the code that ran the statement, so the current span is that code's (a loader batch, a
+    resolver, a job). asyncpg gives the duration only; the span ends now and starts `elapsed`
+    before (the callback runs on the loop's next turn, so both are late by that turn)."""
+    if not trace.get_current_span().is_recording():
+        return
+    end = time.time_ns()
+    attributes: dict[str, Any] = {"db.system": "postgresql", "db.system.name": "postgresql",
+                                  "db.operation.name": name, "db.query.summary": name}
+    if isinstance(address, tuple) and len(address) >= 2:
+        attributes["server.address"] = str(address[0])
+        attributes["server.port"] = int(address[1])
+    span = tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes,
+                             start_time=end - int(elapsed * 1e9))
+    if exception is not None:
+        failed(span, exception)
+    span.end(end_time=end)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def enqueueing(job: str) -> Iterator[dict[str, Any]]:
+    """Around the enqueueing of a job: yields the keyword arguments to add to `enqueue_job`,
+    `{"_trace": {"traceparent": ...}}` when there is a trace to continue (sampled or not, so the
+    worker samples as the enqueuer did), inside a PRODUCER span `enqueue JOB` when recording."""
+    if not ENABLED or not trace.get_current_span().get_span_context().is_valid:
+        yield {}
+        return
+    if not trace.get_current_span().is_recording():
+        yield {JOB_TRACE_KWARG: _carrier()}
+        return
+    with _span(f"enqueue {job}", kind=SpanKind.PRODUCER,
+               attributes={"messaging.system": "arq", "messaging.operation.type": "send",
+                           "messaging.operation.name": "enqueue",
+                           "messaging.destination.name": job}):
+        yield {JOB_TRACE_KWARG: _carrier()}
+
+
+def _carrier() -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier
+
+
+@contextlib.contextmanager
+def job_span(job: str, carrier: Any, attributes: Mapping[str, Any],
+             expected: tuple[type[BaseException], ...] = ()) -> Iterator[Span]:
+    """The CONSUMER span of one run of a job, continuing the trace its enqueuer passed in
+    `carrier` (a new trace when there is none or it does not parse: an older release's job, a
+    cron run). An exception marks it failed (class name only), unless it is `expected` (arq's
+    `Retry`: the job runs again)."""
+    parent = None
+    if isinstance(carrier, dict):
+        parent = _propagator.extract({k: v for k, v in carrier.items()
+                                      if k in ("traceparent", "tracestate")
+                                      and isinstance(v, str)})
+    with _span(job, kind=SpanKind.CONSUMER, context=parent, expected=expected,
+               attributes={"messaging.system": "arq", "messaging.operation.type": "process",
+                           "messaging.destination.name": job, **attributes}) as span:
+        yield span
