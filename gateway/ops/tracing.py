@@ -12,7 +12,7 @@ Below the HTTP edge spans are only ever **children**: a loader batch, a SQL stat
 command gets a span when the current span is recording (a request's, a job's, a command's), never
 a trace of its own, so the worker's queue polling, the probes and the background gauges trace
 nothing, and an application built without tracing traces nothing even in a process where tracing
-is on (the tests rely on it). The roots are the server span of a request (ASGI instrumentation,
+is on (the tests rely on it). The roots are the server span of a request (`ServerSpan`,
 gateway/http/tracing.py), the CONSUMER span of a job (`job_span`) and the span of a CLI command
 (`command_span`).
 
