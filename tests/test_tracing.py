@@ -20,18 +20,19 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from redis.asyncio import Redis
 
 from domain.changes import REPAIR_JOB, repair_job_id
-from gateway.data.resources import arq_redis_settings
 from gateway.ops import tracing
 from gateway.ops.settings import Settings
 from tests.factories import PASSWORD, User, UserFactory
-from tests.test_workers import insert_tasks, run_burst, worker_class
+from tests.test_workers import arq, insert_tasks, run_burst, worker_class
+
+__all__ = ["arq"]  # the fixture, shared with tests/test_workers.py
 
 DASHBOARD = """query Dashboard {
   overview { totalTasks completedTasks completionRate }
@@ -74,15 +75,6 @@ async def traced(traced_settings: Settings, pool: asyncpg.Pool, redis: Redis,
                  ) -> AsyncIterator[httpx.AsyncClient]:
     async with app_with(traced_settings) as client:
         yield client
-
-
-@pytest.fixture
-async def arq(pool: asyncpg.Pool, redis: Redis, settings: Settings) -> AsyncIterator[ArqRedis]:
-    client = await create_pool(arq_redis_settings(settings))
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -216,9 +216,9 @@ class QueryCache:
 
     # -- Redis calls, all through the breaker --
 
-    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, op: Callable[[], Awaitable[T]], command: str) -> T:
         try:
-            return await self.breaker.call(op, REDIS_FAILURES)
+            return await self.breaker.call(op, REDIS_FAILURES, span=command)
         except CircuitOpen as exc:
             raise CacheUnavailable(str(exc)) from None
         except REDIS_FAILURES as exc:  # logged by the breaker when it opens
@@ -244,7 +244,7 @@ class QueryCache:
             self, queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]]) -> None:
         unique = list(dict.fromkeys(key for keys, _ in queue for key in keys))
         try:
-            raw = await self._call(partial(_mget, self.redis, unique))
+            raw = await self._call(partial(_mget, self.redis, unique), "MGET")
         except Exception as exc:  # CacheUnavailable, or a bug: the waiters must not hang
             for _, future in queue:
                 if not future.done():
@@ -259,7 +259,7 @@ class QueryCache:
         """`SET key payload EX ttl` through the breaker; a Redis failure is only logged (a value
         not stored is a miss next time, nothing worse)."""
         try:
-            await self._call(partial(self.redis.set, key, payload, ex=ttl))
+            await self._call(partial(self.redis.set, key, payload, ex=ttl), "SET")
         except CacheUnavailable:
             pass
 
@@ -397,7 +397,7 @@ class QueryCache:
                 return list(await pipe.execute())
 
         try:
-            held = [bool(r) for r in await self._call(lock)]
+            held = [bool(r) for r in await self._call(lock, "SET NX")]
         except CacheUnavailable:
             return _roundtrip(codec, await compute(keys), self._clock())
 
@@ -486,7 +486,7 @@ class QueryCache:
                 await pipe.execute()
 
         try:
-            await self._call(write)
+            await self._call(write, "SET EVAL")
         except CacheUnavailable:
             pass  # the answer is computed; not storing it only costs the next request
 
@@ -501,7 +501,7 @@ class QueryCache:
                 await pipe.execute()
 
         try:
-            await asyncio.shield(self._call(release))
+            await asyncio.shield(self._call(release, "EVAL"))
         except (CacheUnavailable, asyncio.CancelledError):
             pass  # the locks expire on their own after LOCK_TTL_MS
 

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import TypeVar
 
+from gateway.ops import tracing
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -164,10 +166,11 @@ class CircuitBreaker:
                 pass
 
     async def call(self, op: Callable[[], Awaitable[T]],
-                   failures: tuple[type[BaseException], ...]) -> T:
+                   failures: tuple[type[BaseException], ...], *, span: str | None = None) -> T:
         """`await op()` through the breaker: `CircuitOpen` when skipped or cut short, the
         exception of `op` (one of `failures`, or `TimeoutError` past `timeout`) when it failed,
-        which opens the breaker. Any other exception (a bug, a cancellation) is no verdict."""
+        which opens the breaker. Any other exception (a bug, a cancellation) is no verdict.
+        `span` names the call's CLIENT span when tracing records (a Redis command's name)."""
         permit = self.allow()
         if permit is None:
             self.stats.skipped += 1
@@ -188,7 +191,7 @@ class CircuitBreaker:
                     self._waiting.add(waiter)
                     if self._max_concurrent is None:
                         reached, reached_at = True, loop.time()
-                        result = await self._reach(op, permit)
+                        result = await self._reach(op, permit, span)
                     else:
                         if self._slots is None:
                             self._slots = asyncio.Semaphore(self._max_concurrent)
@@ -199,7 +202,7 @@ class CircuitBreaker:
                                 # waited for is this process's queue, not the dependency's.
                                 deadline = loop.time() + self.timeout
                                 scope.reschedule(deadline)
-                            result = await self._reach(op, permit)
+                            result = await self._reach(op, permit, span)
             finally:
                 if waiter is not None:
                     self._waiting.discard(waiter)
@@ -236,10 +239,14 @@ class CircuitBreaker:
         self.success(permit)
         return result
 
-    async def _reach(self, op: Callable[[], Awaitable[T]], permit: Permit) -> T:
+    async def _reach(self, op: Callable[[], Awaitable[T]], permit: Permit,
+                     span: str | None) -> T:
         if not self.still_allowed(permit):
             raise CircuitOpen(f"{self.name}: circuit opened while waiting")
-        return await op()
+        if span is None:
+            return await op()
+        with tracing.redis_span(span):  # a span only under a recording one (tracing.py)
+            return await op()
 
     def _failed(self, permit: Permit, exc: BaseException) -> None:
         self.stats.failed += 1

@@ -5,7 +5,7 @@ start-up, the `jobs` CLI): a `TracerProvider` for `OTEL_SERVICE_NAME` (default `
 `BatchSpanProcessor` and the exporter (OTLP over HTTP/protobuf, which reads
 `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` itself, or the console), the sampler of
 `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` (read by the SDK; default
-`parentbased_always_on`) and the Redis instrumentation. With `none` (the default) nothing is
+`parentbased_always_on`). With `none` (the default) nothing is
 imported beyond the API, nothing is installed, and each hook below costs one boolean check.
 
 Below the HTTP edge spans are only ever **children**: a loader batch, a SQL statement or a Redis
@@ -106,9 +106,6 @@ def install(exporter: SpanExporter, settings: Settings | None = None, *,
     provider.sampler = _no_orphan_sampler()(provider.sampler)  # OTEL_TRACES_SAMPLER's, wrapped
     provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
-    from opentelemetry.instrumentation.redis import RedisInstrumentor
-
-    RedisInstrumentor().instrument(tracer_provider=provider)
     _provider = provider
     ENABLED = True
     return provider
@@ -216,6 +213,16 @@ def command_span(name: str) -> Iterator[Span | None]:
         return
     with _span(name) as span:
         yield span
+
+
+def redis_span(command: str) -> contextlib.AbstractContextManager[Span | None]:
+    """A CLIENT span for a Redis command (or pipeline) under the current span, only when that
+    one records: an unsampled request pays one check, not a span. The command's name only
+    (`MGET`, `SET`, `EVALSHA`): its arguments hold keys with e-mail addresses (login limits)."""
+    if not recording():
+        return contextlib.nullcontext()
+    return child_span(command, kind=SpanKind.CLIENT,
+                      attributes={"db.system": "redis", "db.operation.name": command})
 
 
 # --- SQL ------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ class RateLimiter:
         limit = self.settings.rate_limit_per_minute
         try:
             return await self.breaker.call(partial(self.requests.hit, identity, limit),
-                                           REDIS_FAILURES)
+                                           REDIS_FAILURES, span="EVALSHA")
         except (CircuitOpen, *REDIS_FAILURES) as exc:
             self._warn(exc)
             return Decision(True)
@@ -176,7 +176,7 @@ class RateLimiter:
         try:
             for key, limit in checks:
                 decision = await self.breaker.call(partial(self.logins.hit, key, limit),
-                                                   REDIS_FAILURES)
+                                                   REDIS_FAILURES, span="EVALSHA")
                 if not decision.allowed:
                     raise RateLimited("Too many login attempts; try again later",
                                       retryAfter=decision.retry_after)
