@@ -250,6 +250,14 @@ Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
 
 
+def _nullable(tp: Any, args: tuple[Any, ...]) -> Any:
+    """`X` of a `X | None` union, the only kind of union a figure may hold."""
+    members = [a for a in args if a is not type(None)]
+    if len(members) != 1:
+        raise TypeError(f"only `X | None` unions are supported, not {tp!r}")
+    return members[0]
+
+
 def _encoder(tp: Any) -> Encoder:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         hints = _hints(tp)
@@ -261,10 +269,7 @@ def _encoder(tp: Any) -> Encoder:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if len(members) != 1:
-            raise TypeError(f"only `X | None` unions are supported, not {tp!r}")
-        inner = _encoder(members[0])
+        inner = _encoder(_nullable(tp, args))
         return lambda value: None if value is None else inner(value)
     if origin in (tuple, list):
         item = _encoder(args[0])
@@ -300,10 +305,7 @@ def _decoder(tp: Any) -> Decoder:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        members = [a for a in args if a is not type(None)]
-        if len(members) != 1:
-            raise TypeError(f"only `X | None` unions are supported, not {tp!r}")
-        inner = _decoder(members[0])
+        inner = _decoder(_nullable(tp, args))
         return lambda data: None if data is None else inner(data)
     if origin in (tuple, list):
         item = _decoder(args[0])

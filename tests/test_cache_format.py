@@ -14,7 +14,7 @@ import hashlib
 import time
 import typing
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -47,6 +47,9 @@ from loaders.analytics import DailySeriesLoader, OverviewLoader, ProductivityLoa
 from schema.schema import schema
 from tests.conftest import running_app
 from tests.factories import UserFactory
+from tests.test_cache import resources
+
+__all__ = ["resources"]  # the fixture, shared with tests/test_cache.py
 
 Key = tuple[Any, ...]
 
@@ -162,16 +165,6 @@ def test_a_value_of_another_shape_does_not_decode(stored: Any) -> None:
 
 
 # --- a rolling deploy, on a real Redis -----------------------------------------------------
-
-
-@pytest.fixture
-async def resources(settings: Settings, pool: asyncpg.Pool, redis: Redis
-                    ) -> AsyncIterator[Resources]:
-    opened = await Resources.open(settings)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 class Release:

@@ -48,7 +48,7 @@ from gateway.cache.fields import (
 )
 from gateway.data.resources import Resources
 from gateway.http.bodies import parsed_body
-from gateway.http.identity import Account, account_of, identify
+from gateway.http.identity import Account, account_of, header, identify
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller
 from gateway.security.ratelimit import TrustedProxies
@@ -120,13 +120,6 @@ def response_key(user_id: Any, version: int, query_digest: str,
     return f"gql:{{{user_id}}}:f{fmt}:v{version}:{query_digest}"
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
-
-
 class ResponseCache:
     """Wraps the GraphQL ASGI app: answers cacheable dashboard queries from Redis."""
 
@@ -184,7 +177,7 @@ class ResponseCache:
 
     async def _answer(self, scope: Scope, send: Send, cached: bytes) -> None:
         written, _, body = cached.partition(b"\n")
-        if not self.production or _header(scope, DEBUG_HEADER.encode()) == b"1":
+        if not self.production or header(scope, DEBUG_HEADER.encode()) == "1":
             age = round(max(0.0, time.time() - float(written)), 1)
             body = orjson.dumps({**orjson.loads(body), "extensions": {
                 "cache": {FIELD: {"hit": True, "age": age}}}})
