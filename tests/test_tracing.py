@@ -422,3 +422,65 @@ async def test_nothing_is_traced_with_tracing_off(
     worker = await run_burst(worker_class(settings))
     assert worker.jobs_failed == 0
     assert exporter.get_finished_spans() == ()
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+async def test_our_otlp_encoding_equals_the_sdks(
+        traced: httpx.AsyncClient, exporter: InMemorySpanExporter, tracy: User,
+        token_for: Callable[..., str]) -> None:
+    """gateway/ops/otlp.py writes the protobuf bytes itself (3× faster than the SDK's encoder):
+    decoded with the official classes they are the message the SDK's encoder builds, for the
+    spans of real requests and for the fields those leave empty (events, links, statuses with
+    messages, array/bool/float/negative attributes, a remote parent)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.trace import (
+        Link,
+        NonRecordingSpan,
+        SpanContext,
+        TraceFlags,
+        TraceState,
+        set_span_in_context,
+    )
+    from opentelemetry.trace import Status as SpanStatus
+
+    from gateway.ops.otlp import encode_request
+
+    token = token_for(tracy.id)
+    await post(traced, DASHBOARD, token=token)
+    await post(traced, "query { nope }", token=token)
+    remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(1),
+                         trace_state=TraceState([("vendor", "x")]))
+    with tracing.tracer.start_as_current_span(
+            "odd", context=set_span_in_context(NonRecordingSpan(remote)),
+            links=[Link(remote, {"why": "batch"})],
+            attributes={"list": [1, 2, 3], "flag": True, "ratio": 0.5, "delta": -7,
+                        "names": ("a", "b")}) as span:
+        span.add_event("retry", {"attempt": 2})
+        span.set_status(SpanStatus(StatusCode.ERROR, "TimeoutError"))
+    spans = exporter.get_finished_spans()
+    assert len(spans) > 10
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
+    assert ours == encode_spans(spans)
+    assert encode_request(spans) == encode_request(spans)  # the memoised pairs change nothing
+
+
+async def test_below_an_unsampled_request_nothing_records(
+        traced_settings: Settings, pool: asyncpg.Pool, redis: Redis,
+        exporter: InMemorySpanExporter, tracy: User, token_for: Callable[..., str],
+        app_with: Callable[..., Any]) -> None:
+    """A caller's traceparent that says "not sampled" is followed: the request still has the
+    trace id (its request id, the traceparent returned), and no span is recorded below it."""
+    parent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
+    async with app_with(traced_settings) as client:
+        response = await post(client, DASHBOARD, token=token_for(tracy.id),
+                              traceparent=parent)
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "ab" * 16
+    assert response.headers["traceparent"].endswith("-00")
+    assert exporter.get_finished_spans() == ()
+    assert not tracing.recording()

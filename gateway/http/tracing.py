@@ -29,11 +29,12 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.middleware import Middleware
+
+from gateway.ops import tracing
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -82,9 +83,17 @@ class ServerSpan:
         known = path in self.routes
         span = _tracer.start_span(f"{method} {path}" if known else method, context=parent,
                                   kind=SpanKind.SERVER)
-        if span.is_recording():
-            self._describe(span, scope, method, path, known)
-        token = otel_context.attach(trace.set_span_in_context(span))
+        if not span.is_recording():
+            # Unsampled: the span only carries the trace id (the request id, the traceparent
+            # returned, a job's context); nothing to note about the response.
+            tokens = tracing.enter(span)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                tracing.leave(tokens)
+                span.end()
+            return
+        self._describe(span, scope, method, path, known)
         status = 0
 
         async def send_and_note(message: Message) -> None:
@@ -94,36 +103,35 @@ class ServerSpan:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_note)
+            with tracing.current(span):
+                await self.app(scope, receive, send_and_note)
         except BaseException as exc:
-            if span.is_recording():
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             raise
         finally:
-            if status and span.is_recording():
+            if status:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
             span.end()
-            otel_context.detach(token)
 
     def _describe(self, span: Any, scope: Scope, method: str, path: str, known: bool) -> None:
-        span.set_attribute("http.request.method", method)
-        span.set_attribute("url.path", path)
-        span.set_attribute("url.scheme", str(scope.get("scheme", "http")))
+        attributes: dict[str, Any] = {"http.request.method": method, "url.path": path,
+                                      "url.scheme": str(scope.get("scheme", "http"))}
         if known:
-            span.set_attribute("http.route", path)
+            attributes["http.route"] = path
         raw = scope.get("query_string")
         if raw:
-            span.set_attribute("url.query", redacted_query(raw))
+            attributes["url.query"] = redacted_query(raw)
         if self.captured:
             for name, value in scope["headers"]:
                 header = self.captured.get(name)
                 if header is None:
                     continue
                 secret = any(word in header for word in self.sanitized)
-                span.set_attribute(f"http.request.header.{header}",
-                                   ("[REDACTED]",) if secret else (value.decode("latin-1"),))
+                attributes[f"http.request.header.{header}"] = \
+                    ("[REDACTED]",) if secret else (value.decode("latin-1"),)
+        span.set_attributes(attributes)  # one lock, not one per attribute
 
 
 def server_span_middleware(routes: Iterable[str]) -> Middleware:

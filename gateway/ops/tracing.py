@@ -28,8 +28,10 @@ import contextlib
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -49,6 +51,11 @@ ENABLED = False
 """True once this process has a tracer provider of ours (`configure` or `install`)."""
 
 tracer = trace.get_tracer("analytics-gateway")  # a proxy until a provider is installed
+_RECORDING: ContextVar[bool] = ContextVar("tracing_recording", default=False)
+"""Whether the root span of the work running here (a request's, a job's, a command's) records:
+set by `current` and read by `recording`, one context-variable look-up where OpenTelemetry's
+`get_current_span().is_recording()` is five calls deep. An unsampled request asks it several
+times (the operation span, each Redis command, each SQL statement)."""
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 
@@ -66,9 +73,9 @@ def configure(settings: Settings) -> bool:
     if _provider is None:
         exporter: SpanExporter
         if settings.otel_traces_exporter == "otlp":
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from gateway.ops.otlp import OTLPExporter
 
-            exporter = OTLPSpanExporter()  # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS, ...
+            exporter = OTLPExporter()  # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS, ...
         else:
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
@@ -150,7 +157,30 @@ def _no_orphan_sampler() -> Any:
 
 def recording() -> bool:
     """Whether a span of ours is recording here (so a child span would be kept)."""
-    return ENABLED and trace.get_current_span().is_recording()
+    return ENABLED and _RECORDING.get()
+
+
+def enter(span: Span) -> tuple[Any, Any]:
+    """Make `span` current and note whether it records (see `_RECORDING`); returns what `leave`
+    needs to restore the previous state. For the hottest path, the server span; elsewhere use
+    `current`."""
+    return otel_context.attach(trace.set_span_in_context(span)), \
+        _RECORDING.set(span.is_recording())
+
+
+def leave(tokens: tuple[Any, Any]) -> None:
+    _RECORDING.reset(tokens[1])
+    otel_context.detach(tokens[0])
+
+
+@contextlib.contextmanager
+def current(span: Span) -> Iterator[None]:
+    """`span` current while the block runs (a request's, a job's, a child's)."""
+    tokens = enter(span)
+    try:
+        yield
+    finally:
+        leave(tokens)
 
 
 def ids() -> tuple[str, str] | None:
@@ -165,7 +195,7 @@ def ids() -> tuple[str, str] | None:
 
 def annotate(**attributes: Any) -> None:
     """Set attributes on the current span, if one is recording."""
-    if ENABLED:
+    if ENABLED and _RECORDING.get():
         span = trace.get_current_span()
         if span.is_recording():
             span.set_attributes(attributes)
@@ -182,16 +212,19 @@ def failed(span: Span, exc: BaseException) -> None:
 def _span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, context: Any = None,
           attributes: Mapping[str, Any] | None = None,
           expected: tuple[type[BaseException], ...] = ()) -> Iterator[Span]:
-    with tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes,
-                                      record_exception=False,
-                                      set_status_on_exception=False) as span:
-        try:
+    """A span made current while the block runs (a root when `context` is given or nothing is
+    current); an exception marks it failed unless `expected`."""
+    span = tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+    try:
+        with current(span):
             yield span
-        except expected:
-            raise
-        except Exception as exc:
-            failed(span, exc)
-            raise
+    except expected:
+        raise
+    except Exception as exc:
+        failed(span, exc)
+        raise
+    finally:
+        span.end()
 
 
 @contextlib.contextmanager
@@ -244,7 +277,7 @@ def sql_span(name: str, elapsed: float, exception: BaseException | None,
     the code that ran the statement, so the current span is that code's (a loader batch, a
     resolver, a job). asyncpg gives the duration only; the span ends now and starts `elapsed`
     before (the callback runs on the loop's next turn, so both are late by that turn)."""
-    if not trace.get_current_span().is_recording():
+    if not _RECORDING.get():
         return
     end = time.time_ns()
     attributes: dict[str, Any] = {"db.system": "postgresql", "db.system.name": "postgresql",
@@ -270,7 +303,7 @@ def enqueueing(job: str) -> Iterator[dict[str, Any]]:
     if not ENABLED or not trace.get_current_span().get_span_context().is_valid:
         yield {}
         return
-    if not trace.get_current_span().is_recording():
+    if not _RECORDING.get():
         yield {JOB_TRACE_KWARG: _carrier()}
         return
     with _span(f"enqueue {job}", kind=SpanKind.PRODUCER,

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError, OperationDefinitionNode
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from strawberry.extensions import SchemaExtension
@@ -51,11 +50,10 @@ class OperationSpan(SchemaExtension):
             yield
             return
         span = tracing.tracer.start_span("graphql")
-        token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            yield
+            with tracing.current(span):
+                yield
         finally:
-            otel_context.detach(token)
             self._finish(span)
 
     def _finish(self, span: trace.Span) -> None:
