@@ -70,6 +70,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     # The cost of tracing (tracing_costs) and what the OTLP sink received per traced run.
     tracing: dict[str, Any] = field(default_factory=dict)
+    # The live subscription scenarios' details (bench/live.py): writer, delays, memory.
+    live: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +81,7 @@ class Report:
             "jobs": [{**asdict(j), "rows_per_second": j.rows_per_second} for j in self.jobs],
             "targets": [asdict(t) for t in self.targets],
             "tracing": self.tracing,
+            "live": self.live,
             "notes": self.notes,
         }
 
@@ -89,7 +92,8 @@ class Report:
         return cls(machine=data.get("machine", {}), config=data.get("config", {}),
                    runs=[Run(**r) for r in data.get("runs", [])], jobs=jobs,
                    targets=[Target(**t) for t in data.get("targets", [])],
-                   notes=list(data.get("notes", [])), tracing=dict(data.get("tracing", {})))
+                   notes=list(data.get("notes", [])), tracing=dict(data.get("tracing", {})),
+                   live=dict(data.get("live", {})))
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +127,49 @@ def tracing_scenario(mode: str, level: str | None) -> str:
 # Each traced scenario is compared with the untraced one measured beside it.
 TRACING_BASELINES = {tracing_scenario(mode, level.label): tracing_scenario(mode, None)
                      for mode, _ in TRACING_MODES for level in TRACING_LEVELS}
+
+
+# The live subscription scenarios (bench/live.py) and the issue's targets for them: a write's push
+# within 250 ms (p99) under 1,000 subscriptions on 2 processes, and 10,000 idle subscriptions held
+# by one process in under 500 MiB. A run at a smaller scale (BENCH_QUICK) is shown, not judged.
+LIVE_LATENCY = "live push latency"
+LIVE_IDLE = "live idle subscriptions"
+LIVE_LATENCY_GOAL_MS = 250.0
+LIVE_LATENCY_SUBSCRIPTIONS = 1000
+LIVE_IDLE_GOAL_MIB = 500.0
+LIVE_IDLE_SUBSCRIPTIONS = 10_000
+
+
+def live_targets(runs: Sequence[Run], main_users: int) -> list[Target]:
+    """The two live targets. In a live run, `concurrency` is the number of subscriptions (open,
+    or asked for when it failed) and `requests` the delays measured (latency) or the
+    subscriptions held (idle). Not measured when the scenario did not run or ran smaller than the
+    target's scale; missed when writes never reached their subscriber or subscriptions failed."""
+    targets = []
+    found = _find(runs, LIVE_LATENCY, main_users)
+    latency = found[-1] if found else None
+    goal = f"p99 <= {LIVE_LATENCY_GOAL_MS:g} ms at {LIVE_LATENCY_SUBSCRIPTIONS} subscriptions"
+    met: bool | None = None
+    measured = "n/a"
+    if latency is not None:
+        measured = (f"p50 {_fmt(latency.p50_ms, ' ms')}, p99 {_fmt(latency.p99_ms, ' ms')} at "
+                    f"{latency.concurrency} subscriptions, {latency.errors} errors")
+        if latency.concurrency >= LIVE_LATENCY_SUBSCRIPTIONS and latency.p99_ms is not None:
+            met = latency.p99_ms <= LIVE_LATENCY_GOAL_MS and latency.errors == 0
+    targets.append(Target("live: write to push latency (2 API processes)", goal, measured, met))
+    found = _find(runs, LIVE_IDLE, main_users)
+    idle = found[-1] if found else None
+    goal = f"{LIVE_IDLE_SUBSCRIPTIONS} held, RSS < {LIVE_IDLE_GOAL_MIB:g} MiB"
+    met = None
+    measured = "n/a"
+    if idle is not None:
+        measured = (f"{idle.requests} of {idle.concurrency} held, peak RSS "
+                    f"{_fmt(idle.peak_rss_mib, ' MiB', 0)}, {idle.errors} errors")
+        if idle.concurrency >= LIVE_IDLE_SUBSCRIPTIONS and idle.peak_rss_mib is not None:
+            met = (idle.requests >= LIVE_IDLE_SUBSCRIPTIONS and idle.errors == 0
+                   and idle.peak_rss_mib < LIVE_IDLE_GOAL_MIB)
+    targets.append(Target("live: idle subscriptions in one process", goal, measured, met))
+    return targets
 
 
 def parse_wrk(summary: dict[str, Any], graphql_errors: int = 0) -> dict[str, Any]:
@@ -258,6 +305,7 @@ def evaluate_targets(runs: Sequence[Run], jobs: Sequence[Job], main_users: int
                 f"uncached dashboard p50 flat from {sizes[0]} to {sizes[-1]} users",
                 "<= 1.5x", figure, growth <= 1.5))
     targets += tracing_targets(runs, main_users)
+    targets += live_targets(runs, main_users)
     return targets
 
 

@@ -12,7 +12,10 @@ BENCH_LARGE, BENCH_TASKS (tasks per user, 200), BENCH_DAYS (365), BENCH_DURATION
 run, 8), BENCH_CONCURRENCY ("1,16"), BENCH_SAMPLE (users the load picks from, 500),
 BENCH_RESEED=1 (seed again even when the database is already seeded today), BENCH_PROFILE=1
 (py-spy on the API during the dashboard and admin runs), BENCH_TRACING=0 (leave out the tracing
-scenarios), BENCH_OUT (the result file).
+scenarios), BENCH_LIVE=0 (leave out the live subscriptions), BENCH_ONLY (only these groups, e.g.
+"live" or "jobs,dashboard"; see SCENARIO_GROUPS), BENCH_OUT (the result file). The live scenarios
+have their own (bench/live.py): BENCH_LIVE_SUBSCRIPTIONS, BENCH_LIVE_SECONDS, BENCH_LIVE_IDLE,
+BENCH_LIVE_FIELD, BENCH_LIVE_DEFLATE.
 `DATABASE_URL` / `REDIS_URL` name servers to use instead (databases `gateway_bench_<users>` are
 created there). By default the run starts its own PostgreSQL cluster from the embedded binaries
 (data under `.data/bench/`, kept so that a dataset seeded today is reused; never the development
@@ -47,7 +50,20 @@ import asyncpg
 import httpx
 
 from bench.baseline import redis_key
+from bench.live import LiveConfig, bench_live
+from bench.processes import (
+    BENCH_DATA_DIR,
+    ROOT,
+    Server,
+    log,
+    peak_rss_mib,
+    start_server,
+    stop_process,
+    wait_healthy,
+)
 from bench.report import (
+    LIVE_IDLE,
+    LIVE_LATENCY,
     TRACING_BASELINES,
     TRACING_LEVELS,
     TRACING_MODES,
@@ -70,11 +86,8 @@ from gateway.dev.seed import ADMIN_EMAIL, seed
 from gateway.ops.settings import Settings
 from gateway.security.access import create_access_token
 
-ROOT = Path(__file__).resolve().parents[1]
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = ROOT / "bench-results"
-# The benchmark's own PostgreSQL cluster (kept between runs, so that a seeded dataset is reused).
-BENCH_DATA_DIR = ROOT / ".data" / "bench"
 
 DASHBOARD_QUERY = """query Dashboard {
   overview { totalTasks completedTasks pendingTasks inProgressTasks overdueTasks dueTodayTasks
@@ -96,6 +109,10 @@ CREATE_MUTATION = """mutation Create { createTask(input: {title: "bench task", p
   id status } }"""
 COMPLETE_MUTATION = """mutation Complete($id: ID!) { updateTask(id: $id, input: {status: DONE}) {
   id status } }"""
+
+# What BENCH_ONLY can choose: the aggregation jobs, the wrk scenarios, the live subscriptions.
+HTTP_GROUPS = ("dashboard", "admin", "tracing", "mix")
+SCENARIO_GROUPS = ("jobs", *HTTP_GROUPS, "live")
 
 # Each GraphQL scenario and the baseline it is compared with.
 BASELINES = {
@@ -124,6 +141,15 @@ class Config:
     workers: int = 1          # BENCH_WORKERS: uvicorn processes of the API
     replica: bool = False     # BENCH_REPLICA=1: analytics reads from a streaming replica
     tracing: bool = True      # BENCH_TRACING=0: no tracing scenarios
+    live_enabled: bool = True  # BENCH_LIVE=0: no live subscription scenarios
+    only: frozenset[str] = frozenset()  # BENCH_ONLY: these scenario groups (SCENARIO_GROUPS)
+    live: LiveConfig = field(default_factory=LiveConfig)
+
+    def wants(self, group: str) -> bool:
+        """Whether the scenario group runs: in BENCH_ONLY (when set) and not switched off."""
+        if self.only and group not in self.only:
+            return False
+        return {"tracing": self.tracing, "live": self.live_enabled}.get(group, True)
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Config:
@@ -148,26 +174,23 @@ class Config:
             profile=env.get("BENCH_PROFILE", "") not in ("", "0", "false"),
             quick=quick, out=out, workers=int(env.get("BENCH_WORKERS", "1")),
             replica=env.get("BENCH_REPLICA", "") not in ("", "0", "false"),
-            tracing=env.get("BENCH_TRACING", "1") not in ("0", "false", "no"))
+            tracing=env.get("BENCH_TRACING", "1") not in ("0", "false", "no"),
+            live_enabled=env.get("BENCH_LIVE", "1") not in ("0", "false", "no"),
+            only=scenario_groups(env.get("BENCH_ONLY", "")),
+            live=LiveConfig.from_env(env, quick))
 
 
-def log(message: str) -> None:
-    print(f"[bench {datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
+def scenario_groups(text: str) -> frozenset[str]:
+    """BENCH_ONLY's groups ("live", "dashboard,admin", ...); empty: all of them."""
+    groups = frozenset(g.strip() for g in text.split(",") if g.strip())
+    unknown = groups - set(SCENARIO_GROUPS)
+    if unknown:
+        raise SystemExit(f"BENCH_ONLY: unknown {', '.join(sorted(unknown))}; the groups are "
+                         f"{', '.join(SCENARIO_GROUPS)}")
+    return groups
 
 
-# --- processes ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+# --- processes (bench/processes.py) -------------------------------------------------------------
 
 
 @dataclass
@@ -192,59 +215,6 @@ class Processes:
         for server in reversed(self.stop_embedded):
             server.stop()
         self.stop_embedded.clear()
-
-
-def stop_process(process: subprocess.Popen[bytes], grace: float = 10) -> None:
-    """SIGTERM the process group (uvicorn and anything it started), then SIGKILL if needed."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=grace)
-
-
-def start_server(name: str, argv: list[str], env: dict[str, str]) -> Server:
-    """`python argv...` on a free port (`PORT` in its environment, `{port}` in `argv`), in a
-    process group of its own so that it can be stopped with everything it started."""
-    port = free_port()
-    log_dir = BENCH_DATA_DIR / "logs"  # kept after the run, for a server that failed
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    process = subprocess.Popen(
-        [sys.executable, *(a.replace("{port}", str(port)) for a in argv)],
-        env={**env, "PORT": str(port)}, cwd=ROOT,
-        stdin=subprocess.DEVNULL, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-        start_new_session=True)
-    return Server(name, port, process, log_path)
-
-
-def wait_healthy(server: Server, path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited; see {server.log_path}:\n"
-                               + server.log_path.read_text()[-3000:])
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + path, timeout=2).status_code < 500:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{server.name} did not answer {path} within {timeout:.0f} s")
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    """The process's peak resident set (VmHWM) so far."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        return None
-    return None
 
 
 def ensure_wrk() -> str:
@@ -399,18 +369,20 @@ def schema_fields() -> dict[str, set[str]]:
     from schema.schema import schema
 
     fields: dict[str, set[str]] = {}
-    for type_name in ("Query", "Mutation", "User"):
+    for type_name in ("Query", "Mutation", "User", "Subscription"):
         graphql_type = schema._schema.type_map.get(type_name)
         fields[type_name] = set(getattr(graphql_type, "fields", {}) or {})
     return fields
 
 
-def missing_for(scenario: str, fields: dict[str, set[str]]) -> str | None:
+def missing_for(scenario: str, fields: dict[str, set[str]], live_field: str = "dashboard"
+                ) -> str | None:
     needs = {
         "dashboard": [("Query", "overview"), ("Query", "trends"), ("Query", "productivity")],
         "admin": [("Query", "users"), ("User", "overview")],
         "mix": [("Query", "overview"), ("Query", "trends"), ("Query", "productivity"),
                 ("Mutation", "createTask"), ("Mutation", "updateTask")],
+        "live": [("Subscription", live_field)],
     }[scenario]
     missing = [f"{t}.{f}" for t, f in needs if f not in fields.get(t, set())]
     return f"schema has no {', '.join(missing)}" if missing else None
@@ -596,14 +568,33 @@ def hot_spots(raw_path: Path, top: int = 25) -> str:
 
 async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str,
                         procs: Processes, workdir: Path, report: Report, main: bool) -> None:
-    """Every scenario of one dataset: aggregation, then the HTTP scenarios."""
+    """Every scenario of one dataset that BENCH_ONLY leaves in: aggregation, the HTTP scenarios,
+    then (main dataset) the live subscriptions, with the HTTP scenarios' servers stopped."""
     secret = secrets.token_urlsafe(48)
     read_dsn = with_database(procs.replica_url, dsn.rpartition("/")[2]) \
         if procs.replica_url else None
     env = bench_environment(dsn, redis_url, secret, cfg.workers, read_dsn)
     settings = Settings.load(environ=env, env_file=None)
-    report.jobs.extend(await aggregation_jobs(dsn, users, settings))
+    if cfg.wants("jobs"):
+        report.jobs.extend(await aggregation_jobs(dsn, users, settings))
+    if any(cfg.wants(group) for group in HTTP_GROUPS):
+        await bench_http(users, dsn, redis_url, cfg, wrk, procs, workdir, report, main, env,
+                         settings)
+    if main and cfg.wants("live"):
+        missing = missing_for("live", schema_fields(), cfg.live.field)
+        if missing:
+            for scenario in (LIVE_LATENCY, LIVE_IDLE):
+                report.runs.append(Run(scenario, users, 0, skipped=missing, kind="live"))
+            log(f"live scenarios: skipped ({missing})")
+        else:
+            await bench_live(users, dsn, redis_url, env, cfg.live, report,
+                             lambda user: create_access_token(settings, user, "user"))
 
+
+async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str,
+                     procs: Processes, workdir: Path, report: Report, main: bool,
+                     env: dict[str, str], settings: Settings) -> None:
+    """The HTTP scenarios of one dataset: wrk against the API and the bare baselines."""
     conn = await asyncpg.connect(dsn)
     from redis.asyncio import Redis
 
@@ -693,7 +684,9 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
             for c in cfg.concurrency:
                 report.runs.append(Run(scenario, users, c, skipped=reason))
 
-        if skip["dashboard"]:
+        if not cfg.wants("dashboard"):
+            pass
+        elif skip["dashboard"]:
             for scenario in ("dashboard warm", "dashboard cold"):
                 skipped(scenario, skip["dashboard"])
         else:
@@ -708,7 +701,7 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
                 await measure("baseline sql dashboard", baseline, "/sql/dashboard", "read",
                               dash_dir, c, "baseline")
                 await measure("dashboard cold", api_cold, "/graphql", "read", dash_dir, c)
-        if main:
+        if main and cfg.wants("admin"):
             if skip["admin"]:
                 for scenario in ("admin warm", "admin cold"):
                     skipped(scenario, skip["admin"])
@@ -723,13 +716,16 @@ async def bench_dataset(users: int, dsn: str, redis_url: str, cfg: Config, wrk: 
                     await measure("baseline sql admin", baseline, "/sql/admin", "read",
                                   admin_dir, c, "baseline")
                     await measure("admin cold", api_cold, "/graphql", "read", admin_dir, c)
+        if main:
             # Before the mix, whose writes invalidate some of the cached dashboards.
             if not skip["dashboard"]:
-                if cfg.tracing:
+                if cfg.wants("tracing"):
                     await bench_tracing(users, env, cfg, wrk, procs, report, dash_dir, measure)
-                else:
+                elif not cfg.tracing:
                     report.notes.append("tracing scenarios left out (BENCH_TRACING=0)")
-            if skip["mix"]:
+            if not cfg.wants("mix"):
+                pass
+            elif skip["mix"]:
                 skipped("mutation mix", skip["mix"])
             else:
                 await measure("mutation mix", api_warm, "/graphql", "mix", mix_dir,
@@ -1001,7 +997,8 @@ def machine_info(server_version: str | None) -> dict[str, Any]:
     if changed.strip():
         commit += " with uncommitted changes"
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
-                                 check=False).stdout.split("\n")[0].strip()
+                                 check=False).stdout.split("\n")[0].strip() \
+        if shutil.which("wrk") else "wrk not installed"
     return {
         "cpu": cpu, "cores": os.cpu_count(), "memory": memory,
         "os": f"{platform.system()} {platform.release()}",
@@ -1013,12 +1010,12 @@ def machine_info(server_version: str | None) -> dict[str, Any]:
 
 
 async def run(cfg: Config) -> Report:
-    wrk = ensure_wrk()
+    wrk = ensure_wrk() if any(cfg.wants(group) for group in HTTP_GROUPS) else "wrk"
     procs = Processes()
     report = Report(machine={}, config={
         "users": cfg.users, "sizes": cfg.sizes, "tasks_per_user": cfg.tasks, "days": cfg.days,
         "duration_s": cfg.duration, "concurrency": cfg.concurrency, "sample_users": cfg.sample,
-        "quick": cfg.quick,
+        "quick": cfg.quick, "only": sorted(cfg.only) or "all",
         "api": f"python -m gateway serve (uvicorn, {cfg.workers} worker(s), APP_ENV=production, "
                f"LOG_LEVEL=WARNING, rate limits off"
                f"{', analytics reads on a streaming replica' if cfg.replica else ''})",

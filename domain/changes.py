@@ -3,10 +3,11 @@
 - **Which days it touches** (`affected_days`): the local created, completed and due days of the
   task before and after the change; and **marking them stale** (`mark_days_stale`) in the
   change's own transaction, so that readers compute those days live until they are repaired.
-- **What follows the commit** (`tasks_changed`): the replica's read-your-writes record and the
-  repair (or rebuild) job. The cache needs nothing: the transaction itself raised the user's
-  `data_version` (a trigger), which keys every cached figure and response (docs/cache.md). Each
-  step is best effort: a Redis outage must not fail a change that PostgreSQL has committed.
+- **What follows the commit** (`tasks_changed`): the replica's read-your-writes record, the
+  live dashboards' change message (gateway/live/fanout.py) and the repair (or rebuild) job. The
+  cache needs nothing: the transaction itself raised the user's `data_version` (a trigger),
+  which keys every cached figure and response (docs/cache.md). Each step is best effort: a
+  Redis outage must not fail a change that PostgreSQL has committed.
 - **The job queue's names and ids** (`AGGREGATE_JOB`, `repair_job_id`, ...) and the enqueue
   helpers, shared by the API, the worker (workers/jobs.py) and the `jobs` CLI.
 """
@@ -30,6 +31,7 @@ from gateway.cache.clients import breaker_for
 from gateway.data.db import query
 from gateway.data.replica import record_write
 from gateway.data.resources import Resources
+from gateway.live.fanout import publish as publish_change
 from gateway.ops import tracing
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,10 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
     # it would cost the mutation up to a second, and the nightly run repairs what is left
     # (stale days are computed live meanwhile, so no answer is wrong).
     redis_down = breaker_for(resources.cache_redis, resources.settings).is_open
+    if not redis_down:
+        # Live dashboards: every API process pushes the new figures to this user's followers
+        # (gateway/live/). Best effort and bounded, like the repair below.
+        await publish_change(resources.redis, [user_id])
     if any(True for _ in stale_days) and not redis_down:
         # One repair job per user (deterministic id); never raises, Redis down only costs speed.
         await enqueue_repair(resources.arq, user_id)

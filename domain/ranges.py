@@ -8,8 +8,9 @@ written in one place. The definitions themselves are in docs/analytics.md.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
 
 from gateway.errors import BadUserInput
 
@@ -108,3 +109,13 @@ def resolve_range(period: str, d_from: date | None, d_to: date | None,
         raise BadUserInput(f"the range spans more than {MAX_BUCKETS} "
                            f"{period.lower()}s", field="from")
     return d_from, d_to
+
+
+def seconds_to_midnight(timezone: str, now: datetime | None = None) -> float:
+    """Seconds from `now` to the next local midnight in `timezone`."""
+    zone = ZoneInfo(timezone)
+    local = (now or datetime.now(zone)).astimezone(zone)
+    midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), zone)
+    # Timestamps, not `midnight - local`: Python subtracts two datetimes of one zone on the wall
+    # clock, which is an hour off across a DST change.
+    return max(0.0, midnight.timestamp() - local.timestamp())

@@ -7,6 +7,7 @@
   services   start | stop | status the embedded PostgreSQL and Redis
   settings   list every setting with its default
   secret     print a random JWT_SECRET_KEY
+  documents  add | list | show | remove trusted documents (TRUSTED_DOCUMENTS_FILE)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gateway.ops.settings import Settings, SettingsError, documented_settings
@@ -96,6 +98,9 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "proxy_headers": True,
         "forwarded_allow_ips": ",".join(settings.trusted_proxies),
         "server_header": False,
+        # WebSockets (subscriptions) on the sans-I/O implementation of the `websockets` package,
+        # not the legacy one uvicorn picks by default (deprecated, warns at every connection).
+        "ws": "websockets-sansio",
     }
 
 
@@ -105,9 +110,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     `gateway.ops.logs` (JSON or text, with request ids), whose access line replaces uvicorn's."""
     import uvicorn
 
+    from gateway.http.persisted import trusted_for
     from gateway.ops.metrics import prepare_multiprocess_dir, start_metrics_port
 
     settings = _load()
+    trusted_for(settings)  # a bad allow-list stops here, in one line, not in every worker
     own_directory = None
     if settings.prometheus_enabled:
         # Before any worker imports prometheus_client: with several workers the samples go to
@@ -153,7 +160,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(asyncio.run(_seed(settings, DEMO_USERS, DEMO_DAYS, 200, only_if_empty=True)))
     worker = _start_worker()
     url = f"http://{settings.host}:{settings.port}"
-    print(f"\n  GraphiQL:  {url}/graphql\n  ready:     {url}/ready\n"
+    print(f"\n  GraphiQL:  {url}/graphql\n  dashboard: {url}/dashboard\n  ready:     {url}/ready\n"
           f"  demo login: {DEMO_EMAIL} / {DEMO_PASSWORD}\n", flush=True)
     try:
         # As `serve` runs it: the gateway's logging (one access line per request, with its
@@ -181,6 +188,155 @@ def cmd_secret(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- documents: the trusted documents allow-list (gateway/http/persisted.py) -------------------
+
+
+def _documents_path(args: argparse.Namespace) -> Path:
+    """`--file`, else `TRUSTED_DOCUMENTS_FILE`. Read with `TRUSTED_DOCUMENTS_ONLY` off: these
+    commands are how the file comes to exist, so its absence must not stop them."""
+    if args.file:
+        return Path(args.file)
+    settings = Settings.load(environ={**os.environ, "TRUSTED_DOCUMENTS_ONLY": "false"})
+    return Path(settings.trusted_documents_file)
+
+
+def _read_documents(path: Path) -> dict[str, Any]:
+    from gateway.http.persisted import load_trusted
+
+    return load_trusted(path) if path.exists() else {}
+
+
+def _fragments_used(node: Any, fragments: dict[str, Any], seen: list[str]) -> None:
+    """The names of the fragments `node` spreads, directly or through other fragments."""
+    from graphql import FragmentSpreadNode, Visitor, visit
+
+    class Spreads(Visitor):
+        def enter_fragment_spread(self, spread: FragmentSpreadNode, *_: Any) -> None:
+            name = spread.name.value
+            if name not in seen:
+                seen.append(name)
+                if name in fragments:
+                    _fragments_used(fragments[name], fragments, seen)
+
+    visit(node, Spreads())
+
+
+def operation_documents(files: list[Path]) -> tuple[list[tuple[str, str | None, str]],
+                                                     list[str]]:
+    """Each operation of `files` as `(body, name, file)`, and the problems found (syntax, schema
+    validation, no operation). A body is the operation and the fragments it uses (from any of
+    the files), printed by graphql-core: the text a client sends (graphql-js `print` gives the
+    same), whatever the files' layout and comments."""
+    from graphql import (
+        DocumentNode,
+        FragmentDefinitionNode,
+        GraphQLError,
+        OperationDefinitionNode,
+        Source,
+        parse,
+        print_ast,
+        validate,
+    )
+
+    from schema.schema import schema
+
+    problems: list[str] = []
+    operations: list[tuple[OperationDefinitionNode, str]] = []
+    fragments: dict[str, FragmentDefinitionNode] = {}
+    for path in files:
+        try:
+            document = parse(Source(path.read_text(encoding="utf-8"), str(path)))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}")
+            continue
+        except GraphQLError as exc:
+            problems.append(_located(exc, str(path)))
+            continue
+        found = [node for node in document.definitions if isinstance(node, OperationDefinitionNode)]
+        if not found and not any(isinstance(node, FragmentDefinitionNode)
+                                 for node in document.definitions):
+            problems.append(f"{path}: no operation in the file")
+        operations.extend((node, str(path)) for node in found)
+        for node in document.definitions:
+            if isinstance(node, FragmentDefinitionNode):
+                if node.name.value in fragments:
+                    problems.append(_located(GraphQLError(
+                        f"fragment {node.name.value} is defined twice", node), str(path)))
+                fragments[node.name.value] = node
+    if not operations and not problems:
+        problems.append("no operation in the files")
+    documents = []
+    for operation, source in operations:
+        used: list[str] = []
+        _fragments_used(operation, fragments, used)
+        own = DocumentNode(definitions=(operation, *(fragments[name] for name in fragments
+                                                       if name in used)))
+        name = operation.name.value if operation.name else None
+        errors = validate(schema._schema, own)
+        problems.extend(_located(error, source) for error in errors)
+        if not errors:
+            documents.append((print_ast(own), name, source))
+    return documents, problems
+
+
+def _located(error: Any, fallback: str) -> str:
+    """`file:line:column: message` for a graphql-core error."""
+    source = getattr(error, "source", None)
+    where = getattr(source, "name", None) or fallback
+    if error.locations:
+        line, column = error.locations[0].line, error.locations[0].column
+        return f"{where}:{line}:{column}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def cmd_documents(args: argparse.Namespace) -> int:
+    from gateway.http.persisted import TrustedDocument, document_hash, save_trusted
+
+    if args.action != "list" and not args.items:
+        what = "FILE.graphql" if args.action == "add" else "HASH"
+        print(f"error: documents {args.action} needs at least one {what}", file=sys.stderr)
+        return 2
+    path = _documents_path(args)
+    try:
+        listed = _read_documents(path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        for query_hash, doc in sorted(listed.items(), key=lambda item: item[1].name or ""):
+            print(f"{query_hash}  {doc.name or '(anonymous)'}  {doc.source or ''}".rstrip())
+        return 0
+    if args.action == "show":
+        for query_hash in args.items:
+            if query_hash not in listed:
+                print(f"error: {query_hash} is not in {path}", file=sys.stderr)
+                return 1
+            print(listed[query_hash].body)
+        return 0
+    if args.action == "remove":
+        unknown = [query_hash for query_hash in args.items if query_hash not in listed]
+        if unknown:
+            print(f"error: not in {path}: {', '.join(unknown)}; nothing removed", file=sys.stderr)
+            return 1
+        save_trusted(path, {h: doc for h, doc in listed.items() if h not in args.items})
+        print(f"removed {len(args.items)} document(s) from {path}")
+        return 0
+    documents, problems = operation_documents([Path(name) for name in args.items])
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"nothing written to {path}", file=sys.stderr)
+        return 1
+    added = dict(listed)
+    for body, name, source in documents:
+        query_hash = document_hash(body)
+        state = "unchanged" if query_hash in listed else "added"
+        added[query_hash] = TrustedDocument(body, name, source)
+        print(f"{state} {query_hash}  {name or '(anonymous)'}  {source}")
+    save_trusted(path, added)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "services": (cmd_services, "embedded PostgreSQL and Redis"),
         "settings": (cmd_settings, "list every setting and its default"),
         "secret": (cmd_secret, "print a random secret for JWT_SECRET_KEY"),
+        "documents": (cmd_documents, "the trusted documents allow-list (TRUSTED_DOCUMENTS_FILE)"),
     }
     parsers = {}
     for name, (func, help_text) in commands.items():
@@ -204,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["seed"].add_argument("--if-empty", action="store_true",
                                  help="do nothing when the database already has users")
     parsers["services"].add_argument("action", choices=("start", "stop", "status"))
+    parsers["documents"].add_argument(
+        "action", choices=("add", "list", "show", "remove"),
+        help="add FILE.graphql...: each operation, validated against the schema; list; "
+             "show HASH...: the text to send; remove HASH...")
+    parsers["documents"].add_argument("items", nargs="*", metavar="FILE|HASH")
+    parsers["documents"].add_argument("--file", help="the allow-list (default "
+                                      "TRUSTED_DOCUMENTS_FILE)")
     for extend in _extensions():
         extend(sub)
     return parser

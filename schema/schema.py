@@ -1,8 +1,9 @@
 """The GraphQL schema: root types composed from one class per domain.
 
 To add a domain, write its `<Domain>Query` / `<Domain>Mutation` in its own module and add it to the
-tuples below. `schema.graphql` at the repository root is this schema's SDL; `make schema` rewrites
-it and a test fails when it drifts.
+tuples below; the `Subscription` root (live figures over WebSocket) is schema/live.py's.
+`schema.graphql` at the repository root is this schema's SDL; `make schema` rewrites it and a
+test fails when it drifts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from schema.extensions.errors import ErrorMasking
 from schema.extensions.input_check import InputCheck
 from schema.extensions.limits import Limits, limit_extensions
 from schema.extensions.tracing import OperationSpan
+from schema.live import LiveSubscription, SubscriptionsOverWebSocket
 from schema.scalars import SCALAR_MAP
 from schema.system import SystemQuery
 from schema.tasks import TaskMutation, TaskQuery
@@ -41,6 +43,7 @@ MUTATION_TYPES: tuple[type, ...] = (AuthMutation, TaskMutation)
 
 Query = merge_types("Query", QUERY_TYPES)
 Mutation = merge_types("Mutation", MUTATION_TYPES) if MUTATION_TYPES else None
+Subscription = LiveSubscription  # one domain so far (schema/live.py), with its description
 
 
 def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]]:
@@ -54,6 +57,7 @@ def graphql_extensions(settings: Settings) -> list[Callable[[], SchemaExtension]
         InputCheck,
         *limit_extensions(Limits.from_settings(settings)),
         CacheExtension,
+        SubscriptionsOverWebSocket,
     ]
     if production:
         rules: list[type[ASTValidationRule]] = [NoSchemaIntrospectionCustomRule]
@@ -69,6 +73,7 @@ def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], Schem
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             *extensions,
             lambda: ParserCache(maxsize=512),

@@ -9,8 +9,11 @@ import uuid
 from pathlib import Path
 
 from bench.baseline import substitute
+from bench.live import LiveConfig, match_delays, percentile, total_tasks
 from bench.otlp_sink import count_spans_json, count_spans_protobuf, decode_body
 from bench.report import (
+    LIVE_IDLE,
+    LIVE_LATENCY,
     TRACING_LEVELS,
     Job,
     Report,
@@ -23,7 +26,7 @@ from bench.report import (
     tracing_costs,
     tracing_scenario,
 )
-from bench.run import BASELINES, Config, hot_spots, traced_environment
+from bench.run import BASELINES, Config, hot_spots, scenario_groups, traced_environment
 
 WRK_SUMMARY = {"requests": 2000, "duration_us": 8_000_000, "connect": 0, "read": 1, "write": 0,
                "status": 2, "timeout": 0, "graphql_errors": 3, "p50": 4_200, "p95": 9_870,
@@ -343,3 +346,119 @@ def test_rounds_of_a_scenario_are_merged_into_one_run() -> None:
     failed = Run("x (round 2)", 1000, 16, skipped="failed: wrk gave no result")
     assert merge_runs([first, failed], "x").requests == 3000
     assert merge_runs([failed], "x").skipped == "failed: wrk gave no result"
+
+
+# --- live subscriptions ----------------------------------------------------------------------
+
+
+def test_each_write_is_matched_with_the_first_push_that_includes_it() -> None:
+    writes = {"a": [10.0, 11.0, 12.0], "b": [10.5, 11.5]}
+    arrivals = {
+        # subscribe (50 tasks), then one push per write, the third write 0.3 s late
+        "a": [(9.0, 50), (10.05, 51), (11.02, 52), (12.3, 53)],
+        # coalesced: one push carries both writes; before it, a push with nothing new
+        "b": [(9.0, 7), (10.6, 7), (11.6, 9)],
+    }
+    delays = match_delays(writes, arrivals)
+    assert [round(d, 3) for d in delays.seconds] == [0.05, 0.02, 0.3, 1.1, 0.1]
+    assert (delays.missing, delays.early) == (0, 0)
+
+
+def test_writes_never_pushed_are_missing_and_a_push_before_its_commit_returned_is_zero() -> None:
+    writes = {"a": [10.0, 11.0, 12.0], "b": [10.0], "c": [10.0]}
+    arrivals = {"a": [(9.0, 5), (9.99, 6)],  # write 1 pushed before its commit returned
+                "b": [(9.0, 1)],             # subscribed, never pushed again
+                }                            # c: never even subscribed
+    delays = match_delays(writes, arrivals)
+    assert delays.seconds == [0.0]
+    assert (delays.missing, delays.early) == (2 + 1 + 1, 1)
+
+
+def test_percentiles_are_nearest_rank_and_none_without_values() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert (percentile(values, 0.5), percentile(values, 0.99), percentile(values, 1.0)) == \
+        (50.0, 99.0, 100.0)
+    assert percentile([], 0.5) is None
+
+
+def test_total_tasks_is_read_from_either_subscription() -> None:
+    assert total_tasks({"overview": {"totalTasks": 3}}, "overview") == 3
+    assert total_tasks({"dashboard": {"overview": {"totalTasks": 4}}}, "dashboard") == 4
+    assert total_tasks({"dashboard": None}, "dashboard") is None
+
+
+def _live(latency_p99: float, subscriptions: int, held: int, asked: int, rss: float,
+          errors: int = 0) -> list[Run]:
+    return [Run(LIVE_LATENCY, 10_000, subscriptions, requests=subscriptions * 20, seconds=20,
+                rps=subscriptions, p50_ms=latency_p99 / 3, p95_ms=latency_p99 / 2,
+                p99_ms=latency_p99, errors=errors, peak_rss_mib=150, kind="live"),
+            Run(LIVE_IDLE, 10_000, asked, requests=held, seconds=60, rps=held / 60,
+                peak_rss_mib=rss, kind="live")]
+
+
+def test_live_targets_are_judged_at_the_issues_scale() -> None:
+    targets = {t.name: t for t in evaluate_targets(_live(180, 1000, 10_000, 10_000, 420), [],
+                                                   10_000)}
+    latency = targets["live: write to push latency (2 API processes)"]
+    assert latency.met is True
+    assert latency.goal == "p99 <= 250 ms at 1000 subscriptions"
+    assert latency.measured == "p50 60.0 ms, p99 180.0 ms at 1000 subscriptions, 0 errors"
+    idle = targets["live: idle subscriptions in one process"]
+    assert idle.met is True
+    assert idle.measured == "10000 of 10000 held, peak RSS 420 MiB, 0 errors"
+    verdicts = {t.name: t.met for t in evaluate_targets(
+        _live(300, 1000, 9_000, 10_000, 420), [], 10_000)}
+    assert verdicts["live: write to push latency (2 API processes)"] is False
+    assert verdicts["live: idle subscriptions in one process"] is False  # 1,000 not held
+    verdicts = {t.name: t.met for t in evaluate_targets(
+        _live(100, 1000, 10_000, 10_000, 600, errors=3), [], 10_000)}
+    assert verdicts["live: write to push latency (2 API processes)"] is False  # lost pushes
+    assert verdicts["live: idle subscriptions in one process"] is False  # 600 MiB
+
+
+def test_a_quick_live_run_is_shown_but_not_judged_and_a_failed_one_is_not_measured() -> None:
+    report = Report(machine={}, config={}, runs=_live(20, 100, 500, 500, 90))
+    report.targets = evaluate_targets(report.runs, [], 10_000)
+    live = [t for t in report.targets if t.name.startswith("live:")]
+    assert [t.met for t in live] == [None, None]
+    assert "at 100 subscriptions" in live[0].measured
+    text = render(report)
+    assert "live push latency" in text and "live idle subscriptions" in text
+    api_rss = next(t for t in report.targets if t.name == "API RSS")
+    assert api_rss.met is None  # the live servers' memory is judged by its own target only
+    failed = [Run(LIVE_LATENCY, 10_000, 1000, skipped="failed: no subscription could be opened",
+                  kind="live")]
+    verdicts = {t.name: t.met for t in evaluate_targets(failed, [], 10_000)}
+    assert verdicts["live: write to push latency (2 API processes)"] is None
+
+
+def test_live_details_go_into_the_json_result(tmp_path: Path) -> None:
+    report = Report(machine={}, config={}, runs=_live(20, 100, 500, 500, 90))
+    report.live["idle"] = {"rss_held_mib": 88.5, "kib_per_subscription": 41.2}
+    report.write(tmp_path / "r.json")
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["live"]["idle"]["kib_per_subscription"] == 41.2
+    assert Report.from_json(written).live == report.live
+
+
+def test_live_settings_and_scenario_selection() -> None:
+    quick = Config.from_env({"BENCH_QUICK": "1"})
+    assert (quick.live.subscriptions, quick.live.idle, quick.live.seconds) == (100, 500, 5)
+    full = Config.from_env({})
+    assert (full.live.subscriptions, full.live.idle, full.live.field) == (1000, 10_000,
+                                                                          "dashboard")
+    assert full.wants("live") and full.wants("jobs")
+    only = Config.from_env({"BENCH_ONLY": "live"})
+    assert only.wants("live") and not only.wants("dashboard") and not only.wants("jobs")
+    assert not Config.from_env({"BENCH_LIVE": "0"}).wants("live")
+    assert not Config.from_env({"BENCH_TRACING": "0", "BENCH_ONLY": "tracing"}).wants("tracing")
+    assert LiveConfig.from_env({"BENCH_LIVE_FIELD": "overview", "BENCH_LIVE_DEFLATE": "off"},
+                               quick=False).deflate is False
+    for bad in ({"BENCH_ONLY": "live,nonsense"}, {"BENCH_LIVE_FIELD": "trendz"}):
+        try:
+            Config.from_env(bad)
+        except SystemExit as exc:
+            assert "nonsense" in str(exc) or "trendz" in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
+    assert scenario_groups(" live , jobs ") == {"live", "jobs"}

@@ -162,6 +162,40 @@ async def test_no_graphiql_and_no_assets_in_production(settings: Settings) -> No
             assert (await client.get(f"/graphiql/{asset.path}")).status_code == 404
 
 
+async def test_the_page_runs_subscriptions_over_a_websocket_of_this_host(
+        client: httpx.AsyncClient) -> None:
+    """GraphiQL's own bundle carries the graphql-ws client; the page hands it this path's
+    WebSocket URL (`subscriptionUrl`, to which GraphiQL sends the Headers tab in
+    `connection_init`), and the policy allows that socket. tests/browser runs one for real."""
+    response = await client.get("/graphql", headers=HTML)
+    page = response.text
+    assert re.search(r"createFetcher\(\{[^}]*subscriptionUrl[^}]*\}\)", page), page
+    assert "const subscriptionUrl = httpUrlToWebSockeUrl(fetchURL);" in page
+    bundle = next(t["src"] for t in tags_of(page).scripts if t.get("src", "").endswith(
+        "/graphiql.min.js"))
+    code = (await client.get(bundle)).text
+    assert "graphql-transport-ws" in code and "connection_init" in code  # the ws client
+    policy = dict(part.strip().split(" ", 1) for part in
+                  response.headers["content-security-policy"].split(";"))
+    assert policy["connect-src"] == "'self' ws://testserver wss://testserver"
+    # A Host header that is not a plain host name is not written into the policy.
+    odd = await client.get("/graphql", headers={**HTML, "host": "x.example;script-src"})
+    assert "connect-src 'self';" in odd.headers["content-security-policy"]
+
+
+def test_the_default_querys_live_hint_is_a_valid_subscription() -> None:
+    from graphql import parse, validate
+
+    from gateway.http.graphiql import LIVE_HINT
+    from schema.schema import schema
+
+    example = LIVE_HINT[LIVE_HINT.index("#   subscription {"):]
+    document = "\n".join(line.removeprefix("#") for line in example.splitlines())
+    assert document.split() == ["subscription", "{", "dashboard", "{", "overview", "{",
+                                "totalTasks", "completedTasks", "}", "}", "}"]
+    assert validate(schema._schema, parse(document)) == []
+
+
 def test_values_cannot_close_the_inline_script() -> None:
     literal = script_literal("</script><script>alert(1)</script>&\u2028")
     assert "<" not in literal and ">" not in literal and "\u2028" not in literal
@@ -243,7 +277,8 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
     """The app on a loopback port, in a thread of its own (its own event loop and pools)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
+                                           log_level="warning", lifespan="on",
+                                           ws="websockets-sansio"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

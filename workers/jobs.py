@@ -29,6 +29,7 @@ from domain.changes import (
     enqueue_unique,
 )
 from gateway.data.db import query
+from gateway.live.fanout import publish as publish_change
 from loaders.warming import warm_users
 from workers.metrics import instrumented
 
@@ -59,12 +60,15 @@ async def refresh_materialized_views(pool: asyncpg.Pool) -> int:
 
 async def bump_cache_versions(ctx: dict[str, Any], user_ids: Iterable[uuid.UUID]) -> int:
     """Make the cached figures of these users miss on their next read: raise their
-    `users.data_version` in PostgreSQL, which keys every cached figure (docs/cache.md). Task and
-    profile changes raise it by trigger; a rollup repair is the one change made here."""
+    `users.data_version` in PostgreSQL, which keys every cached figure (docs/cache.md), and tell
+    the API processes, which push the users' new figures to live dashboards. Task and profile
+    changes raise it by trigger; a rollup repair is the one change made here."""
     ids = list(dict.fromkeys(user_ids))
     if not ids:
         return 0
     await ctx["pool"].execute(query("bump_data_versions"), ids)
+    # Live dashboards: the API processes push these users' new figures (best effort).
+    await publish_change(ctx.get("redis"), ids)
     return len(ids)
 
 

@@ -23,12 +23,13 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from gateway.data.db import query, quiet_outage_noise
 from gateway.data.resources import Resources
 from gateway.errors import GatewayError
+from gateway.http.dashboard import DASHBOARD_ROUTE, dashboard
 from gateway.http.export import export_tasks
 from gateway.http.graphiql import ASSET_ROUTE, graphiql_asset
 from gateway.http.graphql_view import GraphQLApp
@@ -38,9 +39,11 @@ from gateway.http.middleware import (
     GraphQLBodyGate,
     RateLimitMiddleware,
 )
+from gateway.http.persisted import PersistedQueries
 from gateway.http.response_cache import ResponseCache
 from gateway.http.responses import ERROR_STATUSES, RETRY_STATUSES, ORJSONResponse
 from gateway.http.tracing import server_span_middleware
+from gateway.live.hub import Hub
 from gateway.ops import tracing
 from gateway.ops.logs import configure_logging, quiet_library_loggers
 from gateway.ops.metrics import (
@@ -167,6 +170,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.resources = resources
         app.state.rate_limiter = RateLimiter(settings, resources.redis, resources.cache_redis) \
             if settings.rate_limit_enabled else None
+        # Live dashboards: the process's hub of subscriptions and its Redis listener.
+        app.state.live_hub = Hub(settings) if settings.live_enabled else None
+        if app.state.live_hub is not None:
+            await app.state.live_hub.start()
         samplers = []
         if settings.prometheus_enabled:
             samplers.append(asyncio.create_task(sample_pool_forever(resources.pool)))
@@ -182,6 +189,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if app.state.live_hub is not None:
+                await app.state.live_hub.stop()
             await resources.close()
             close_sentry()
             log.info("gateway stopped")
@@ -189,16 +198,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
     schema = build_schema(extensions=graphql_extensions(settings))
     graphql = GraphQLApp(schema, graphql_ide=None if settings.is_production else "graphiql",
                          production=settings.is_production)
-    routes = [
+    routes: list[Route | WebSocketRoute] = [
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
-        Route("/graphql", ResponseCache(graphql, settings), methods=["GET", "POST"]),
+        # A persisted query's hash becomes its text before the response cache reads the request.
+        Route("/graphql", PersistedQueries(ResponseCache(graphql, settings), settings),
+              methods=["GET", "POST"]),
         Route("/export/tasks.csv", export_tasks, methods=["GET"]),
+        # Subscriptions: the same path over WebSocket (graphql-transport-ws, LIVE_ENABLED).
+        WebSocketRoute("/graphql", graphql),
     ]
     if settings.prometheus_enabled:
         routes.append(Route("/metrics", metrics, methods=["GET"]))
     if not settings.is_production:  # GraphiQL's vendored files, like the IDE itself
         routes.append(Route(ASSET_ROUTE, graphiql_asset, methods=["GET"]))
+        # The example dashboard; nginx serves it in production (gateway/http/dashboard.py).
+        routes.append(Route(DASHBOARD_ROUTE, dashboard, methods=["GET"]))
     request_metrics = RequestMetrics(route.path for route in routes)
     stack = middleware_stack(settings, request_metrics)
     if tracing.wanted(settings):  # the server span, outermost (gateway/http/tracing.py)

@@ -21,12 +21,14 @@ from gateway.errors import BadUserInput
 
 MAX_JSON_DEPTH = 64  # levels of arrays and objects in a request's JSON, the outer object included
 # Request-state key: `(body, parsed)` of a POST /graphql, read and parsed once by the body gate
-# (gateway/http/middleware.py) for the response cache and the GraphQL view.
+# (gateway/http/middleware.py) for the response cache and the GraphQL view; for a GET /graphql
+# `(query string, parameters decoded)`, kept by gateway/http/persisted.py for the response cache.
+# A persisted query's text, once resolved, is the `query` of `parsed`.
 GRAPHQL_BODY = "graphql_body"
 
 
 def parsed_body(scope: Any) -> tuple[bytes, dict[str, Any]] | None:
-    """The `(body, parsed JSON object)` the body gate kept for this request, or None."""
+    """The `(body, parsed JSON object)` kept for this request (see `GRAPHQL_BODY`), or None."""
     state = scope.get("state")
     kept: tuple[bytes, dict[str, Any]] | None = state.get(GRAPHQL_BODY) if state else None
     return kept

@@ -7,9 +7,14 @@ the same `integrity`; `static/graphiql/README.md` says how they are re-fetched).
 `Content-Security-Policy` that allows nothing but this origin, and the inline script by its nonce.
 
 Its default query is the dashboard (overview, trends, productivity) with comments saying how to
-sign in. In development (`APP_ENV=development`, what `make run` uses) the headers editor holds an
-access token minted for the seeded demo user (`DEMO_EMAIL`) when the page is served, if that user
-exists; in any other environment it holds a placeholder and the comments show `login` to run.
+sign in and how to follow the figures live. Subscriptions run from the page: GraphiQL's bundle
+carries the graphql-ws client, and the page's fetcher is given `subscriptionUrl` (this path, ws:
+or wss:), to which GraphiQL sends the Headers tab as the `connection_init` payload, so its
+`Authorization` signs the socket in; the policy's `connect-src` names that WebSocket origin.
+
+In development (`APP_ENV=development`, what `make run` uses) the headers editor holds an access
+token minted for the seeded demo user (`DEMO_EMAIL`) when the page is served, if that user exists;
+in any other environment it holds a placeholder and the comments show `login` to run.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ MEDIA_TYPES = {".js": "text/javascript", ".css": "text/css"}  # Starlette adds t
 DEMO_LOOKUP_TIMEOUT = 2.0  # seconds; the page is served without a token rather than late
 HEADERS_PLACEHOLDER = '{\n  "Authorization": "Bearer <the accessToken that login returns>"\n}'
 _PLACEHOLDER = re.compile(r"\{\{ ([A-Z_]+) \}\}")
+# A Host header that can be written into a policy as it is: a name or IP literal, maybe a port.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 SIGN_IN_PREFILLED = """\
 # Signed in: the Headers tab (below) holds an access token
@@ -83,6 +90,17 @@ SIGN_IN_FIRST = """\
 #   {{"Authorization": "Bearer <accessToken>"}}
 # and run this query. No account yet? The `register`
 # mutation makes one (docs/api.md).
+"""
+LIVE_HINT = """\
+# Live figures: a subscription pushes them at once and on
+# every change, over a WebSocket (the Headers tab is sent
+# when it connects). Run it in a new tab; ■ stops it:
+#
+#   subscription {
+#     dashboard {
+#       overview { totalTasks completedTasks }
+#     }
+#   }
 """
 DASHBOARD_QUERY = """\
 query Dashboard {
@@ -176,17 +194,25 @@ def script_literal(value: Any) -> str:
     return text
 
 
-def content_security_policy(nonce: str) -> str:
-    """This origin only. The inline script by its nonce; styles may be inline (GraphiQL and its
-    editors set them at run time); fonts and the icon are `data:` URLs of the vendored CSS and
-    of the page."""
+def websocket_sources(request: Request) -> str:
+    """` ws://host wss://host` for the host the page was asked from: the subscriptions' socket
+    (same path as HTTP) allowed by `connect-src` in every browser (CSP 3 lets `'self'` match it,
+    older browsers do not); nothing when the Host header is not a plain host[:port]."""
+    host = request.headers.get("host", "")
+    return f" ws://{host} wss://{host}" if _HOST.fullmatch(host) else ""
+
+
+def content_security_policy(nonce: str, websockets: str = "") -> str:
+    """This origin only (and `websockets`, from `websocket_sources`). The inline script by its
+    nonce; styles may be inline (GraphiQL and its editors set them at run time); fonts and the
+    icon are `data:` URLs of the vendored CSS and of the page."""
     return "; ".join((
         "default-src 'none'",
         f"script-src 'self' 'nonce-{nonce}'",
         "style-src 'self' 'unsafe-inline'",
         "font-src 'self' data:",
         "img-src 'self' data:",
-        "connect-src 'self'",
+        "connect-src 'self'" + websockets,
         "base-uri 'none'",
         "form-action 'none'",
         "frame-ancestors 'self'",
@@ -202,7 +228,7 @@ def default_query(settings: Settings, prefilled: bool) -> str:
     return ("# The analytics gateway: a dashboard in one request.\n"
             "# Run it with Ctrl-Enter (or the ▶ button). Ctrl-Space\n"
             "# completes; the Docs panel (top left) lists every field.\n#\n"
-            + sign_in + "\n" + DASHBOARD_QUERY)
+            + sign_in + "#\n" + LIVE_HINT + "\n" + DASHBOARD_QUERY)
 
 
 async def demo_token(settings: Settings, resources: Resources | None) -> str | None:
@@ -243,7 +269,7 @@ async def graphiql_page(request: Request) -> Response:
     token = await demo_token(settings, getattr(request.app.state, "resources", None))
     nonce = secrets.token_urlsafe(18)
     return HTMLResponse(render_page(settings, nonce, token), headers={
-        "content-security-policy": content_security_policy(nonce),
+        "content-security-policy": content_security_policy(nonce, websocket_sources(request)),
         # It may carry a token, and its nonce is for this response only.
         "cache-control": "no-store",
     })

@@ -1,22 +1,42 @@
 """The `/graphql` route: Strawberry's ASGI view with the gateway's context, encoding, error shaping
-and HTTP statuses."""
+and HTTP statuses; and on the same path the WebSocket of subscriptions (`LiveHandler`: the
+graphql-transport-ws protocol only, docs/api.md "Subscriptions")."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import AsyncGenerator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
+import jwt
 import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse
-from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.websocket_origin import normalize_origin
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
+    Message,
+)
 from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 
 from gateway.data.resources import Resources
 from gateway.errors import Unauthenticated
@@ -24,13 +44,183 @@ from gateway.http.bodies import RequestRefused, error_body, load_json, parsed_bo
 from gateway.http.graphiql import graphiql_page
 from gateway.http.identity import account_of, identify, verified_caller
 from gateway.http.responses import RETRY_STATUSES, ORJSONResponse
+from gateway.live.hub import CLOSE_SLOW, CLOSE_TRY_LATER, CLOSE_UNAUTHORIZED, Connection, Hub
+from gateway.ops.settings import Settings
+from gateway.security.access import Caller, bearer_token, decode_access_token
 from resolvers.context import Context
+from resolvers.live import LiveContext
 from schema.extensions.errors import replacement_for, shape_errors
 
 # The body gate's `(body, parsed)` of the request being answered (see `decode_json`).
 _PARSED: ContextVar[tuple[bytes, dict[str, Any]] | None] = ContextVar("graphql_body",
                                                                       default=None)
 
+
+# --- the WebSocket of subscriptions --------------------------------------------------------------
+
+
+class TextWebSocket(ASGIWebSocketAdapter):
+    """Strawberry's adapter, sending text frames: our `encode_json` gives bytes (orjson), which
+    it would send as binary frames, and graphql-transport-ws clients expect text."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        data = self.view.encode_json(message)
+        try:
+            await self.ws.send_text(data.decode() if isinstance(data, bytes) else data)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
+class _SubscriptionsOnly:
+    """The schema as a subscription socket may use it: queries and mutations go over HTTP, where
+    the rate limits, the body checks and a per-request context apply."""
+
+    def __init__(self, schema: Any) -> None:
+        self._schema = schema
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["allowed_operation_types"] = (OperationType.SUBSCRIPTION,)
+        return await self._schema.stream(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._schema, name)
+
+
+class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Strawberry's graphql-transport-ws handler with the gateway's rules (docs/api.md,
+    "Subscriptions"):
+
+    - over `LIVE_MAX_CONNECTIONS` the socket is closed with 1013 (try again later);
+    - `connection_init` must carry `{"Authorization": "Bearer <access token>"}` (key in any
+      case): the token is verified and the caller's role read from the database, as for HTTP;
+      otherwise 4401. When the token expires, 4401 too;
+    - a send not done within `LIVE_SEND_TIMEOUT_S` (a client that stopped reading) closes the
+      socket with 4008, "slow consumer";
+    - errors are shaped as for HTTP (codes, no internals), and sent as `error` messages rather
+      than closing the socket (a syntax error too);
+    - only subscriptions: a query or mutation is answered BAD_USER_INPUT.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.schema = cast(Any, _SubscriptionsOnly(self.schema))
+        self._expiry: asyncio.Task[None] | None = None
+
+    @property
+    def live(self) -> LiveContext:
+        return cast(LiveContext, self.context)
+
+    async def handle(self) -> None:
+        connection = self.live.connection
+        if connection is None:
+            await self.websocket.close(CLOSE_TRY_LATER, "Too many connections; try again later")
+            return
+        session = asyncio.ensure_future(super().handle())
+        abandoned = asyncio.ensure_future(connection.abandoned.wait())
+        try:
+            try:
+                await asyncio.wait((session, abandoned), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                abandoned.cancel()
+                if not session.done():  # a stalled client: end the socket without its answer
+                    session.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session
+        except HTTPException:  # a message that is not JSON (our `decode_json` says so)
+            await connection.close(4400, "WebSocket message must be valid JSON")
+        finally:
+            if self._expiry is not None:
+                self._expiry.cancel()
+            connection.release()
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        payload = message.get("payload") or {}
+        if self.connection_init_received or not isinstance(payload, dict):
+            await super().handle_connection_init(message)  # 4429 and 4400, as Strawberry does
+            return
+        connection = self.live.connection
+        assert connection is not None
+        try:
+            caller, expires = await self._authenticate(payload)
+        except Unauthenticated as exc:
+            await connection.close(CLOSE_UNAUTHORIZED, f"Unauthorized: {exc.message}"[:120],
+                                   "unauthorized")
+            return
+        except Exception as exc:  # the database could not confirm the account
+            reason = "Service unavailable; try again later" if replacement_for(exc) \
+                else "Internal server error"
+            await connection.close(CLOSE_TRY_LATER if replacement_for(exc) else 1011, reason)
+            return
+        self.live.caller = connection.caller = caller
+        self._expiry = asyncio.create_task(self._expire(connection, expires))
+        await super().handle_connection_init(message)
+
+    async def _authenticate(self, payload: dict[str, Any]) -> tuple[Caller, float]:
+        """The caller of the payload's bearer token, with the database's role, and when the
+        token expires (unix seconds)."""
+        header = next((value for key, value in payload.items()
+                       if isinstance(key, str) and key.lower() == "authorization"), None)
+        token = bearer_token(header) if isinstance(header, str) else None
+        if token is None:
+            raise Unauthenticated('connection_init must carry {"Authorization": '
+                                  '"Bearer <access token>"}')
+        resources = self.live.resources
+        caller = decode_access_token(resources.settings, token)
+        account = await account_of({}, resources, caller.id)  # a fresh read, never kept
+        caller = verified_caller(caller, account)
+        claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
+        return caller, float(claims["exp"])
+
+    @staticmethod
+    async def _expire(connection: Connection, expires: float) -> None:
+        await asyncio.sleep(max(0.0, expires - time.time()))
+        await connection.close(CLOSE_UNAUTHORIZED, "Unauthorized: Access token expired",
+                               "expired")
+
+    async def send_message(self, message: Message) -> None:
+        connection = self.live.connection
+        if connection is None or connection.closed:
+            return  # closed by the server: nothing more goes out
+        try:
+            async with asyncio.timeout(connection.hub.send_timeout):
+                await super().send_message(message)
+        except TimeoutError:
+            await connection.close(CLOSE_SLOW, "slow consumer", "slow")
+
+    async def _send_result_stream(self, operation: Operation[Context, None],
+                                  result_source: Any) -> None:
+        production = bool(getattr(self.view, "production", False))
+
+        async def shaped() -> AsyncGenerator[Any, None]:
+            try:
+                async for result in result_source:
+                    if isinstance(result, ExecutionResult) and result.errors:
+                        result.errors = shape_errors(
+                            [_subscriptions_only(e) for e in result.errors],
+                            production=production)
+                    yield result
+            except GraphQLError as error:
+                # A syntax error, which the parser cache raises where Strawberry's stream does
+                # not catch it (the HTTP path does): refused like any other, with its code.
+                yield PreExecutionError(data=None,
+                                        errors=shape_errors([error], production=production))
+
+        await super()._send_result_stream(operation, shaped())
+
+    @staticmethod
+    def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
+        return None  # an `error` message with the code, as for any other refusal
+
+
+def _subscriptions_only(error: GraphQLError) -> GraphQLError:
+    if isinstance(error.original_error, InvalidOperationTypeError):
+        return GraphQLError("Only subscriptions go over the WebSocket; send queries and "
+                            "mutations with POST /graphql", extensions={"code": "BAD_USER_INPUT"})
+    return error
+
+
+
+# --- the view ------------------------------------------------------------------------------------
 
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context (the caller from the bearer token, and resources),
@@ -40,10 +230,19 @@ class GraphQLApp(GraphQL[Context, None]):
     JSON, an unknown operation...) are JSON with a code too, not plain text."""
 
     def __init__(self, *args: Any, production: bool = False, **kwargs: Any) -> None:
+        # WebSocket: graphql-transport-ws only (the legacy graphql-ws protocol is refused, 4406);
+        # the caps per connection and per user are the hub's, with a code of their own.
+        kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
+        kwargs.setdefault("max_subscriptions_per_connection", None)
         super().__init__(*args, **kwargs)
         self.production = production
 
+    graphql_transport_ws_handler_class = LiveHandler
+    websocket_adapter_class = TextWebSocket
+
     async def get_context(self, request: Any, response: Any = None) -> Context:
+        if isinstance(request, WebSocket):
+            return self._live_context(request)
         resources: Resources = request.app.state.resources
         context = Context(request=request, resources=resources, response=response)
         # Decoded once per request, by whichever layer of the edge asked first.
@@ -72,9 +271,33 @@ class GraphQLApp(GraphQL[Context, None]):
             return
         context.loaders.user.prime(context.caller.id, account)
 
+    @staticmethod
+    def _live_context(websocket: WebSocket) -> LiveContext:
+        """A subscription socket's context: a place in the hub (None when the process holds
+        `LIVE_MAX_CONNECTIONS`, or for a socket refused for its subprotocol), no caller until
+        `connection_init` names one."""
+        hub: Hub = websocket.app.state.live_hub
+        connection = None
+        if GRAPHQL_TRANSPORT_WS_PROTOCOL in websocket.scope.get("subprotocols", ()):
+            connection = hub.open(lambda code, reason: websocket.close(code, reason))
+        return LiveContext(request=websocket, resources=websocket.app.state.resources,
+                           connection=connection, hub=hub)
+
+    def is_websocket_origin_allowed(self, request: WebSocket, origin: str) -> bool:
+        """A page of another origin may subscribe when `CORS_ORIGINS` lets it call the API."""
+        settings: Settings = request.app.state.settings
+        allowed = {normalize_origin(item) for item in settings.cors_origins}
+        return "*" in settings.cors_origins or normalize_origin(origin) in allowed
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Strawberry's view, except that its refusals (`HTTPException`: no query, bad JSON, an
         unknown operation, a mutation over GET...) are JSON with a code, like every other."""
+        if scope["type"] == "websocket":
+            if getattr(scope["app"].state, "live_hub", None) is None:  # LIVE_ENABLED=false
+                await WebSocket(scope, receive, send).close()  # before accepting: HTTP 403
+                return
+            await super().__call__(scope, receive, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -152,3 +375,4 @@ class GraphQLApp(GraphQL[Context, None]):
                        for error in errors):
                     response.status_code = 400  # refused for its input: nothing was done
         return response
+

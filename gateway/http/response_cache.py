@@ -5,7 +5,8 @@ GraphQL execution of some 250 fields, which costs more than everything else in t
 dashboard asks the same question again and again, so the response itself is cached too:
 
 - Only queries whose root fields are all in `CACHEABLE_ROOTS` (the caller's own `overview`,
-  `trends`, `productivity`, without `userId`), from a signed-in caller, over POST. Everything else,
+  `trends`, `productivity`, without `userId`), from a signed-in caller, over POST or GET (a GET by
+  persisted-query hash arrives here with its text: gateway/http/persisted.py). Everything else,
   mutations, admin queries and `me` included, goes through GraphQL as usual.
 - Key: `gql:{<user_id>}:f<format>:v<version>:<sha256 of query, variables, operation name>`.
   The format (`RESPONSE_FORMAT`) is a hash of the schema's SDL and of the shapes of every figure
@@ -30,9 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import zoneinfo
 from collections import OrderedDict
-from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -40,6 +39,7 @@ from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationT
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.figures import FIGURES_FORMAT, digest
+from domain.ranges import seconds_to_midnight
 from gateway.cache.fields import (
     CACHE_HITS,
     CACHE_MISSES,
@@ -132,13 +132,14 @@ class ResponseCache:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources: Resources | None = getattr(scope["app"].state, "resources", None)
-        if (scope["type"] != "http" or scope["method"] != "POST" or resources is None
+        if (scope["type"] != "http" or scope["method"] not in ("GET", "POST") or resources is None
                 or not (self.settings.enable_query_cache and self.settings.enable_response_cache)):
             await self.app(scope, receive, send)
             return
         # The caller, decoded once per request (the rate limiter may have done it already).
         caller: Caller | None = identify(scope, self.settings, self.trusted)["caller"]
-        # The body gate read and parsed the body already (gateway/http/bodies.py): not again.
+        # The body gate read and parsed the body already (gateway/http/bodies.py), or for a GET
+        # the persisted-query step decoded the query string: not again.
         kept = parsed_body(scope)
         request = kept[1] if kept is not None else None
         if caller is None or request is None:
@@ -200,10 +201,8 @@ class ResponseCache:
         ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
                 "productivity": settings.cache_ttl_productivity}
         ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
-        now = datetime.now(zoneinfo.ZoneInfo(account.timezone))
-        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(),
-                                    now.tzinfo)
-        ttl = max(1, min(ttl, int((midnight - now).total_seconds())))
+        # Never past the user's next local midnight, when "today" moves (DST-safe).
+        ttl = max(1, min(ttl, int(seconds_to_midnight(account.timezone))))
         payload = f"{time.time():.3f}\n".encode() + orjson.dumps(answer)
         await cache_of(resources).set_raw(key, payload, ttl)
 

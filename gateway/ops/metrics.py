@@ -82,6 +82,19 @@ POOL_SIZE = Gauge("analytics_db_pool_size", "Connections the database pool may o
                   "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)", multiprocess_mode="livesum")
 POOL_IN_USE = Gauge("analytics_db_pool_in_use", "Database connections checked out right now",
                     multiprocess_mode="livesum")
+# Live dashboards (gateway/live/, resolvers/live.py): per process, summed over a replica's workers.
+LIVE_CONNECTIONS = Gauge("analytics_live_connections", "Open subscription WebSockets",
+                         multiprocess_mode="livesum")
+LIVE_SUBSCRIPTIONS = Gauge("analytics_live_subscriptions", "Active subscriptions by root field",
+                           ["field"], multiprocess_mode="livesum")
+LIVE_PUSHES = Counter("analytics_live_pushes_total", "Subscription events sent, by root field",
+                      ["field"])
+LIVE_CLOSED = Counter("analytics_live_closed_total", "Subscription WebSockets closed by the "
+                      "server, by reason (expired, deleted, slow, capacity, unauthorized)",
+                      ["reason"])
+LIVE_PUSH_DELAY = Histogram("analytics_live_push_delay_seconds", "From a change's publication "
+                            "on Redis to the push of the figures that include it",
+                            buckets=LATENCY_BUCKETS)
 
 METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 MAX_OPERATION_NAMES = 200

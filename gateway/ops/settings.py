@@ -263,12 +263,32 @@ class Settings:
     query_timeout: float = setting("30", _positive(_float), "SQL statement timeout, seconds")
     max_export_rows: int = setting("100000", _positive(_int))
 
+    # Live dashboards: GraphQL subscriptions over WebSocket (docs/api.md, "Subscriptions")
+    live_enabled: bool = setting("true", _bool, "accept subscriptions on ws(s)://HOST/graphql")
+    live_max_connections: int = setting("20000", _positive(_int),
+                                        "subscription WebSockets per process; more: close 1013")
+    live_max_subscriptions_per_connection: int = setting("10", _positive(_int))
+    live_max_subscriptions_per_user: int = setting("50", _positive(_int),
+                                                   "a caller's subscriptions per process")
+    live_coalesce_ms: int = setting("250", _non_negative_int,
+                                    "at most one push per subscription per this many ms")
+    live_send_timeout_s: float = setting("5", _positive(_float),
+                                         "a push not sent within this closes the socket (4008)")
+
     # Feature flags
     enable_materialized_views: bool = setting("true", _bool)
     enable_query_cache: bool = setting("true", _bool)
     enable_response_cache: bool = setting(
         "true", _bool, "also cache whole own-dashboard responses (with ENABLE_QUERY_CACHE)")
     enable_response_compression: bool = setting("true", _bool)
+
+    # Persisted queries (gateway/http/persisted.py; docs/api.md, "Persisted queries")
+    enable_persisted_queries: bool = setting(
+        "true", _bool, "Apollo's automatic persisted queries (a query sent by its SHA-256)")
+    trusted_documents_file: str = setting(
+        "trusted-documents.json", doc="the allow-list `python -m gateway documents add` writes")
+    trusted_documents_only: bool = setting(
+        "false", _bool, "run only the documents of TRUSTED_DOCUMENTS_FILE (needs the file)")
 
     @property
     def is_production(self) -> bool:
@@ -307,6 +327,11 @@ class Settings:
                 raise SettingsError(
                     "JWT_SECRET_KEY: production needs a random secret of at least 32 bytes "
                     "(not the placeholder); generate one with `python -m gateway secret`")
+        if self.trusted_documents_only and not Path(self.trusted_documents_file).is_file():
+            raise SettingsError(
+                f"TRUSTED_DOCUMENTS_ONLY: needs TRUSTED_DOCUMENTS_FILE "
+                f"({self.trusted_documents_file!r}) to exist; write it with "
+                "`python -m gateway documents add FILE.graphql`")
 
 
 def _raw_value(name: str, env: Mapping[str, str], file_values: Mapping[str, str]) -> str | None:

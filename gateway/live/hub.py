@@ -1,0 +1,398 @@
+"""Each API process's hub of live subscriptions: who follows whom, when to push, and the one Redis
+pub/sub listener that hears of changes made anywhere.
+
+- **Registry.** A `Connection` per subscription WebSocket (at most `LIVE_MAX_CONNECTIONS`), a
+  `Follower` per subscription, filed under the user whose figures it follows. The caps
+  `LIVE_MAX_SUBSCRIPTIONS_PER_CONNECTION` and `LIVE_MAX_SUBSCRIPTIONS_PER_USER` (per caller, in
+  this process) refuse a subscription with TOO_MANY_SUBSCRIPTIONS.
+- **Coalescing, per followed user.** A change (a message of gateway/live/fanout.py, or the local
+  midnight of the user) schedules one *flush* of that user, at most one per `LIVE_COALESCE_MS`:
+  a burst of changes is one flush. A flush hands every follower of the user the same `Batch`, and
+  a follower only keeps the latest one, so nothing queues up behind a slow subscriber.
+- **Single flight.** A `Batch` memoizes what is computed from it (`Batch.once`): the figures of
+  one user for one set of arguments are computed once per flush, however many connections of
+  this process follow that user (resolvers/live.py computes them; this module knows no figure).
+- **The listener.** One task, on a connection of its own (a subscribed connection waits for
+  messages indefinitely, so it cannot share the cache path's 200 ms socket timeouts), pinging
+  Redis every `PING_EVERY_S` and reconnecting with backoff when Redis is gone or stops
+  answering. Subscriptions stay open meanwhile; once the listener is back every followed user is
+  flushed, so each subscription gets one push with the current figures (changes made while no
+  message could arrive are in them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from gateway.cache.clients import parse_nodes
+from gateway.errors import GatewayError
+from gateway.live.fanout import CHANNEL, decode_change
+from gateway.ops.metrics import LIVE_CLOSED, LIVE_CONNECTIONS, LIVE_SUBSCRIPTIONS
+from gateway.ops.settings import Settings
+from gateway.security.access import Caller
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CloseSocket = Callable[[int, str], Awaitable[None]]
+
+PING_EVERY_S = 5.0       # the listener pings Redis this often...
+SILENT_PINGS = 3         # ...and reconnects after this many pings without any answer
+BACKOFF_FIRST_S = 0.1    # reconnection delays double from this...
+BACKOFF_MAX_S = 5.0      # ...up to this
+CLOSE_TIMEOUT_S = 1.0    # a close that cannot be sent in this time (a stalled client) is given up
+
+# Close codes (docs/api.md, "Subscriptions").
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_SLOW = 4008
+CLOSE_TRY_LATER = 1013
+
+
+class TooManySubscriptions(GatewayError):
+    code = "TOO_MANY_SUBSCRIPTIONS"
+    default_message = "Too many subscriptions"
+
+
+class Batch:
+    """One flush of one followed user: what its followers compute for this push, each value once
+    (the first follower to ask computes it, the others wait for the same result)."""
+
+    def __init__(self, user_id: uuid.UUID | None, published_at: float | None) -> None:
+        self.user_id = user_id
+        self.published_at = published_at  # the earliest change it includes (None: no message)
+        self.values: dict[str, Any] = {}  # plain values shared by the followers (the loaders)
+        self._memo: dict[Hashable, asyncio.Future[Any]] = {}
+
+    async def once(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        """`compute()`'s result, computed once for this batch. A follower that goes away does not
+        cancel it for the others; a failure is not kept (the next push tries again)."""
+        future = self._memo.get(key)
+        if future is None:
+            future = asyncio.ensure_future(compute())
+            self._memo[key] = future
+            future.add_done_callback(lambda done: self._settled(key, done))
+        return cast(T, await asyncio.shield(future))
+
+    def _settled(self, key: Hashable, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            if self._memo.get(key) is future:
+                del self._memo[key]
+
+
+class Connection:
+    """One subscription WebSocket: its caller (set once `connection_init` is verified), its
+    subscriptions, and how to close it."""
+
+    def __init__(self, hub: Hub, close_socket: CloseSocket) -> None:
+        self.hub = hub
+        self.caller: Caller | None = None
+        self.followers: set[Follower] = set()
+        self.closed = False
+        # Set when the close frame could not even be handed over (a client that stopped
+        # reading): the edge then ends the socket without waiting for the client's answer.
+        self.abandoned = asyncio.Event()
+        self._close_socket = close_socket
+
+    async def close(self, code: int, reason: str, cause: str | None = None) -> None:
+        """Close the socket once; `cause` counts it in `analytics_live_closed_total`. A client
+        that has stopped reading may never take the close frame: given up after a second."""
+        if self.closed:
+            return
+        self.closed = True
+        if cause is not None:
+            LIVE_CLOSED.labels(cause).inc()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._close_socket(code, reason)
+        except Exception as exc:  # the socket is gone or stalled: nothing more to tell it
+            log.debug("live: close %d not sent: %s", code, type(exc).__name__)
+            self.abandoned.set()
+
+    def release(self) -> None:
+        """The socket has ended: forget it and its subscriptions."""
+        self.closed = True
+        for follower in list(self.followers):
+            follower.close()
+        self.hub._release(self)
+
+
+class Follower:
+    """One subscription's place in the hub: the latest `Batch` for it, if any."""
+
+    def __init__(self, hub: Hub, connection: Connection, caller_id: uuid.UUID,
+                 user_id: uuid.UUID, field: str) -> None:
+        self.hub = hub
+        self.connection = connection
+        self.caller_id = caller_id
+        self.user_id = user_id
+        self.field = field
+        self.closed = False
+        self._batch: Batch | None = None
+        self._ready = asyncio.Event()
+
+    def deliver(self, batch: Batch) -> None:
+        self._batch = batch  # only the latest: a slow subscriber never piles batches up
+        self._ready.set()
+
+    async def next_batch(self, wait: float | None) -> Batch | None:
+        """The next batch for this subscription, or None when `wait` seconds pass first."""
+        try:
+            async with asyncio.timeout(wait):
+                await self._ready.wait()
+        except TimeoutError:
+            return None
+        return self.take()
+
+    def take(self) -> Batch | None:
+        """The batch delivered since the last take, if any (the newest one)."""
+        batch, self._batch = self._batch, None
+        self._ready.clear()
+        return batch
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.hub._unfollow(self)
+
+
+@dataclass
+class _Subject:
+    """A followed user: their followers in this process and the state of their next flush."""
+
+    followers: set[Follower] = field(default_factory=set)
+    last_flush: float = -math.inf
+    timer: asyncio.TimerHandle | None = None
+    published_at: float | None = None  # the earliest change waiting for the next flush
+
+
+class Hub:
+    """The live subscriptions of this process (see the module docstring). Made and started by the
+    application's lifespan (`start`, `stop`); `changed` is also how tests and local timers ask
+    for a push."""
+
+    def __init__(self, settings: Settings, *, client_factory: Callable[[int], Redis] | None = None,
+                 ping_every: float = PING_EVERY_S) -> None:
+        self.settings = settings
+        self.coalesce = settings.live_coalesce_ms / 1000
+        self.send_timeout = settings.live_send_timeout_s
+        self.ping_every = ping_every
+        self._client_factory = client_factory or (lambda attempt: pubsub_client(settings,
+                                                                                attempt))
+        self.connections: set[Connection] = set()
+        self._subjects: dict[uuid.UUID, _Subject] = {}
+        self._per_caller: Counter[uuid.UUID] = Counter()
+        self._task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()  # set while the listener is subscribed
+        self._missed = False  # the listener lost Redis: catch up when it is back
+
+    # --- the registry ---------------------------------------------------------------------
+
+    def open(self, close_socket: CloseSocket) -> Connection | None:
+        """A new subscription WebSocket, or None when this process holds `LIVE_MAX_CONNECTIONS`
+        already (the edge then closes it with 1013)."""
+        if len(self.connections) >= self.settings.live_max_connections:
+            LIVE_CLOSED.labels("capacity").inc()
+            return None
+        connection = Connection(self, close_socket)
+        self.connections.add(connection)
+        LIVE_CONNECTIONS.inc()
+        return connection
+
+    def _release(self, connection: Connection) -> None:
+        if connection in self.connections:
+            self.connections.remove(connection)
+            LIVE_CONNECTIONS.dec()
+
+    def follow(self, connection: Connection, caller_id: uuid.UUID, user_id: uuid.UUID,
+               field: str) -> Follower:
+        """File a new subscription of `caller_id` to `user_id`'s figures; TOO_MANY_SUBSCRIPTIONS
+        past a cap."""
+        per_connection = self.settings.live_max_subscriptions_per_connection
+        per_user = self.settings.live_max_subscriptions_per_user
+        if len(connection.followers) >= per_connection:
+            raise TooManySubscriptions(
+                f"At most {per_connection} subscriptions per connection; complete one first",
+                limit=per_connection)
+        if self._per_caller[caller_id] >= per_user:
+            raise TooManySubscriptions(
+                f"At most {per_user} subscriptions per user on one server; complete one first",
+                limit=per_user)
+        follower = Follower(self, connection, caller_id, user_id, field)
+        connection.followers.add(follower)
+        self._per_caller[caller_id] += 1
+        self._subjects.setdefault(user_id, _Subject()).followers.add(follower)
+        LIVE_SUBSCRIPTIONS.labels(field).inc()
+        return follower
+
+    def _unfollow(self, follower: Follower) -> None:
+        follower.connection.followers.discard(follower)
+        self._per_caller[follower.caller_id] -= 1
+        if self._per_caller[follower.caller_id] <= 0:
+            del self._per_caller[follower.caller_id]
+        subject = self._subjects.get(follower.user_id)
+        if subject is not None:
+            subject.followers.discard(follower)
+            if not subject.followers:
+                if subject.timer is not None:
+                    subject.timer.cancel()
+                del self._subjects[follower.user_id]
+        LIVE_SUBSCRIPTIONS.labels(follower.field).dec()
+
+    def followed(self) -> list[uuid.UUID]:
+        """The users someone in this process follows."""
+        return list(self._subjects)
+
+    # --- coalescing -----------------------------------------------------------------------
+
+    def changed(self, user_ids: Iterable[uuid.UUID], published_at: float | None = None) -> None:
+        """These users' figures changed (published at `published_at`): flush each followed one
+        now, or when its last flush is `LIVE_COALESCE_MS` old."""
+        loop = asyncio.get_running_loop()
+        for user_id in user_ids:
+            subject = self._subjects.get(user_id)
+            if subject is None:
+                continue
+            if published_at is not None:
+                subject.published_at = published_at if subject.published_at is None \
+                    else min(subject.published_at, published_at)
+            if subject.timer is None:
+                delay = max(0.0, subject.last_flush + self.coalesce - loop.time())
+                subject.timer = loop.call_later(delay, self._flush, user_id)
+
+    def _flush(self, user_id: uuid.UUID) -> None:
+        subject = self._subjects.get(user_id)
+        if subject is None:
+            return
+        subject.timer = None
+        subject.last_flush = asyncio.get_running_loop().time()
+        batch = Batch(user_id, subject.published_at)
+        subject.published_at = None
+        for follower in subject.followers:
+            follower.deliver(batch)
+
+    # --- the listener ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening (in the background: a Redis that is down delays nothing)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen_forever(), name="live-listener")
+
+    async def stop(self) -> None:
+        """Stop listening and close every subscription socket (the server is shutting down)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for connection in list(self.connections):
+            await connection.close(1001, "Server shutting down")
+
+    async def _listen_forever(self) -> None:
+        delay = BACKOFF_FIRST_S
+        attempt = 0
+        while True:
+            try:
+                await self._listen_once(attempt)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone, refusing or silent: try again, soon
+                if self.listening.is_set():
+                    log.warning("live: Redis pub/sub lost (%s); subscriptions stay open and get "
+                                "the current figures once it is back", type(exc).__name__)
+                    delay = BACKOFF_FIRST_S
+                self.listening.clear()
+                self._missed = True
+            attempt += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _listen_once(self, attempt: int) -> None:
+        """Subscribe and dispatch messages until Redis fails or stops answering (raises)."""
+        client = self._client_factory(attempt)
+        pubsub = client.pubsub()
+        try:
+            async with asyncio.timeout(self.settings.redis_socket_connect_timeout
+                                       + self.ping_every):
+                await pubsub.subscribe(CHANNEL)
+                while (await pubsub.get_message(timeout=self.ping_every) or {}).get(
+                        "type") != "subscribe":
+                    pass
+            self._connected()
+            loop = asyncio.get_running_loop()
+            heard = pinged = loop.time()
+            while True:
+                message = await pubsub.get_message(timeout=min(1.0, self.ping_every))
+                now = loop.time()
+                if message is not None:
+                    heard = now
+                    if message.get("type") == "message":
+                        self._receive(message["data"])
+                if now - heard > self.ping_every * SILENT_PINGS:
+                    raise TimeoutError("Redis stopped answering the listener's pings")
+                if now - pinged >= self.ping_every:
+                    pinged = now
+                    async with asyncio.timeout(self.ping_every):
+                        await pubsub.ping()
+        finally:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await client.aclose()
+
+    def _connected(self) -> None:
+        self.listening.set()
+        if self._missed:
+            self._missed = False
+            followed = self.followed()
+            log.info("live: Redis pub/sub is back; catching up %d followed user(s)",
+                     len(followed))
+            self.changed(followed)
+
+    def _receive(self, data: bytes) -> None:
+        change = decode_change(data)
+        if change is None:
+            log.warning("live: a change message this version cannot read was ignored")
+            return
+        users, published_at = change
+        self.changed(users, published_at)
+
+
+def pubsub_client(settings: Settings, attempt: int = 0) -> Redis:
+    """A client for the listener alone: no socket timeout (a subscribed connection is quiet
+    until something changes; the hub's pings tell a dead Redis), no retries (the hub reconnects
+    and catches up itself). With Redis Cluster, one node after the other (a `PUBLISH` reaches
+    every node of a cluster); with Sentinel, the current master."""
+    options: dict[str, Any] = {
+        "password": settings.redis_password, "socket_timeout": None,
+        "socket_connect_timeout": settings.redis_socket_connect_timeout,
+        "socket_keepalive": True, "retry": Retry(NoBackoff(), 0), "health_check_interval": 0,
+        "decode_responses": False,
+    }
+    if settings.redis_cluster_nodes:
+        nodes = parse_nodes(settings.redis_cluster_nodes)
+        host, port = nodes[attempt % len(nodes)]
+        return Redis(host=host, port=port, **options)
+    if settings.redis_sentinels:
+        sentinel = Sentinel(parse_nodes(settings.redis_sentinels), sentinel_kwargs={
+            "socket_timeout": settings.redis_socket_timeout,
+            "socket_connect_timeout": settings.redis_socket_connect_timeout})
+        return cast(Redis, sentinel.master_for(settings.redis_sentinel_master, **options))
+    return cast(Redis, Redis.from_url(settings.redis_url or "redis://127.0.0.1:6379/0",
+                                      **options))

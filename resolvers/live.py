@@ -1,0 +1,261 @@
+"""Live subscriptions: who may follow whose figures, and the loop that pushes them.
+
+A subscription (schema/live.py) is authorized exactly like the matching query
+(`resolvers.analytics.subject`: a user follows only themselves, an admin anyone), is filed in
+the process's hub (gateway/live/hub.py, which applies the caps), and then yields one *frame* per
+push: the followed user's row as of that push and the hub's `Batch`, from which the figures are
+computed with the very functions of the queries (`resolvers.analytics.overview`, `trends`,
+`productivity`) and the loaders. Every subscription of this process that follows the same user
+gets the same batch for a change, so each figure (per set of arguments) is computed once.
+
+A push comes:
+
+- at once, on subscribe;
+- after a change to the user's figures (the hub's flush, coalesced to one per `LIVE_COALESCE_MS`;
+  a subscription also never gets two pushes closer than that);
+- at the user's local midnight (the default ranges end "today");
+- after a failure to compute it (the database down, say), retried with backoff: the subscription
+  stays open.
+
+Before each push the caller's account is read again: a deleted account closes the connection
+(4403), a demoted admin's subscription to someone else ends with FORBIDDEN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Generic, TypeVar, cast
+
+import asyncpg
+
+from domain.figures import Overview, Productivity, Trend, UserRow
+from domain.ranges import seconds_to_midnight
+from gateway.data.db import is_database_outage
+from gateway.data.resources import Resources
+from gateway.errors import BadUserInput, Forbidden, NotFound, ServiceUnavailable
+from gateway.live.hub import CLOSE_FORBIDDEN, Batch, Connection, Follower, Hub
+from gateway.ops.metrics import LIVE_PUSH_DELAY, LIVE_PUSHES
+from gateway.security.access import Caller
+from resolvers import analytics as resolve
+from resolvers.context import Context, Info
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+MIDNIGHT_MARGIN_S = 1.0  # push this long after the local midnight, so that "today" has moved
+RETRY_FIRST_S = 1.0      # a push that failed is retried after this, doubling...
+RETRY_MAX_S = 30.0       # ...up to this
+
+
+@dataclass
+class LiveContext(Context):
+    """The context of a subscription WebSocket (one for all of its subscriptions), built by the
+    edge (gateway/http/graphql_view.py). Strawberry puts the `connection_init` payload in
+    `connection_params`; the edge sets `caller` once the token in it is verified."""
+
+    connection_params: dict[str, Any] = field(default_factory=dict)
+    connection: Connection | None = None
+    hub: Hub | None = None
+
+
+@dataclass(frozen=True)
+class _FigureInfo:
+    """What the analytics resolvers read of `info`: `info.context` (its loaders, its caller)."""
+
+    context: Context
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One push of one subscription: the followed user as of this push, and the batch its
+    figures are computed from (shared with the other followers of the user)."""
+
+    user: UserRow
+    batch: Batch
+
+    @property
+    def info(self) -> Info:
+        return cast(Info, _FigureInfo(cast(Context, self.batch.values["context"])))
+
+
+# --- the figures of a frame, each computed once per batch ---------------------------------------
+
+async def overview(frame: Frame) -> Overview:
+    user = frame.user
+    return await frame.batch.once(("overview", user.id, user.today),
+                                  lambda: resolve.overview(frame.info, user))
+
+
+async def trends(frame: Frame, period: str, d_from: date | None, d_to: date | None) -> Trend:
+    user = frame.user
+    return await frame.batch.once(("trends", user.id, user.today, period, d_from, d_to),
+                                  lambda: resolve.trends(frame.info, user, period, d_from, d_to))
+
+
+async def productivity(frame: Frame, d_from: date | None, d_to: date | None) -> Productivity:
+    user = frame.user
+    return await frame.batch.once(
+        ("productivity", user.id, user.today, d_from, d_to),
+        lambda: resolve.productivity(frame.info, user, d_from, d_to))
+
+
+# --- subscribing ---------------------------------------------------------------------------------
+
+def _batch(resources: Resources, user_id: uuid.UUID | None, published_at: float | None,
+           caller: Caller | None = None) -> Batch:
+    """A batch with fresh loaders (a frame's figures are never older than its batch)."""
+    batch = Batch(user_id, published_at)
+    batch.values["context"] = Context(request=None, resources=resources, caller=caller)
+    return batch
+
+
+def _live_context(info: Info) -> LiveContext:
+    context = info.context
+    if not isinstance(context, LiveContext) or context.connection is None \
+            or context.hub is None:
+        raise BadUserInput("Subscriptions are served over WebSocket (the graphql-transport-ws "
+                           "protocol) on /graphql; see docs/api.md, Subscriptions")
+    return context
+
+
+async def follow(info: Info, field_name: str, user_id: Any | None,
+                 event: Callable[[Frame], Awaitable[E]]) -> AsyncIterator[E]:
+    """Authorize and file a subscription to `user_id`'s figures (default the caller's); its
+    events are `event(frame)` for each push. Refusals (UNAUTHENTICATED, FORBIDDEN, NOT_FOUND,
+    TOO_MANY_SUBSCRIPTIONS) are raised here, before any event, so the client gets them as the
+    subscription's `error` message."""
+    context = _live_context(info)
+    assert context.connection is not None and context.hub is not None
+    caller = context.require_caller()
+    first = _batch(context.resources, None, None, caller)
+    user = await resolve.subject(cast(Info, _FigureInfo(first.values["context"])), user_id)
+    # Filed before the first figures are read, so that a change committed meanwhile is pushed.
+    follower = context.hub.follow(context.connection, caller.id, user.id, field_name)
+    frame = Frame(user, first)
+    try:
+        value = await event(frame)  # a bad range, say, is refused here, as the query would be
+    except BaseException:
+        follower.close()
+        raise
+    return Pushes(follower, frame, value, event, context.resources, context.hub.coalesce)
+
+
+class Pushes(Generic[E]):
+    """The events of one subscription (an async iterator). Closing it, or the connection ending,
+    takes the subscription out of the hub, even if no event was ever asked for."""
+
+    def __init__(self, follower: Follower, first: Frame, first_value: E,
+                 event: Callable[[Frame], Awaitable[E]], resources: Resources,
+                 coalesce: float) -> None:
+        self.follower = follower
+        self.event = event
+        self.resources = resources
+        self.coalesce = coalesce
+        self.last_push = float("-inf")  # the loop's clock
+        self._events = self._run(first, first_value)
+
+    def __aiter__(self) -> Pushes[E]:
+        return self
+
+    async def __anext__(self) -> E:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        self.follower.close()
+        await self._events.aclose()
+
+    async def _run(self, frame: Frame, first_value: E) -> AsyncGenerator[E, None]:
+        retry = RETRY_FIRST_S
+        pending: E | None = first_value
+        try:
+            while True:
+                try:
+                    value = pending if pending is not None else await self.event(frame)
+                    pending = None
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
+                    log.warning("live: push to a follower of %s failed (%s); retrying in %.0f s",
+                                frame.user.id, type(exc).__name__, retry)
+                    frame = await self._next_frame(frame, retry)
+                    retry = min(retry * 2, RETRY_MAX_S)
+                    continue
+                retry = RETRY_FIRST_S
+                yield value
+                self._pushed(frame)
+                frame = await self._next_frame(frame, None)
+        finally:
+            self.follower.close()
+
+    def _pushed(self, frame: Frame) -> None:
+        self.last_push = asyncio.get_running_loop().time()
+        LIVE_PUSHES.labels(self.follower.field).inc()
+        if frame.batch.published_at is not None:
+            LIVE_PUSH_DELAY.observe(max(0.0, time.time() - frame.batch.published_at))
+
+    async def _next_frame(self, frame: Frame, retry_in: float | None) -> Frame:
+        """Wait for the next push: a batch from the hub, the local midnight, or a retry."""
+        follower = self.follower
+        hub = follower.hub
+        loop = asyncio.get_running_loop()
+        while True:
+            midnight = seconds_to_midnight(frame.user.timezone) + MIDNIGHT_MARGIN_S
+            timeout = midnight if retry_in is None else min(midnight, retry_in)
+            batch = await follower.next_batch(timeout)
+            if batch is None:
+                if retry_in is not None:  # try again on a batch of our own
+                    batch = _batch(self.resources, follower.user_id, None)
+                else:  # midnight: one flush for every follower of the user
+                    hub.changed([follower.user_id])
+                    continue
+            else:
+                wait = self.last_push + self.coalesce - loop.time()
+                if wait > 0:  # this subscription's last push was less than LIVE_COALESCE_MS ago
+                    await asyncio.sleep(wait)
+                    batch = follower.take() or batch
+            if "context" not in batch.values:
+                batch.values["context"] = Context(request=None, resources=self.resources)
+            try:
+                return await self._frame(batch)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                log.warning("live: reading %s failed (%s); retrying", follower.user_id,
+                            type(exc).__name__)
+                retry_in = RETRY_FIRST_S if retry_in is None else min(retry_in * 2, RETRY_MAX_S)
+
+    async def _frame(self, batch: Batch) -> Frame:
+        """The frame of a batch, once the caller's account is checked (4403 when deleted)."""
+        follower = self.follower
+        connection = follower.connection
+        loaders = cast(Context, batch.values["context"]).loaders
+
+        async def row(user_id: uuid.UUID) -> UserRow | None:
+            return await batch.once(("user", user_id), lambda: loaders.user.load(user_id))
+
+        user = await row(follower.user_id)
+        account = user if follower.user_id == follower.caller_id else await row(follower.caller_id)
+        if account is None:
+            await connection.close(CLOSE_FORBIDDEN, "Account deleted", "deleted")
+            await asyncio.Event().wait()  # the edge cancels this subscription as the socket ends
+        assert account is not None
+        caller = connection.caller
+        if caller is not None and caller.role != account.role:
+            connection.caller = caller = Caller(caller.id, account.role)
+        if follower.user_id != follower.caller_id and not (caller and caller.is_admin):
+            raise Forbidden()
+        if user is None:
+            raise NotFound("User not found")
+        return Frame(user, batch)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure that says "not now" (the database down or busy) rather than "never"."""
+    return is_database_outage(exc) or isinstance(
+        exc, (TimeoutError, OSError, asyncpg.QueryCanceledError, ServiceUnavailable))

@@ -1,0 +1,96 @@
+"""The `Subscription` root: a user's figures pushed over WebSocket (docs/api.md, "Subscriptions").
+
+Each event has exactly the shape of the matching query (`overview`, `trends`, `productivity`, or
+all three as one `Dashboard`), built from the same figures by the same types of
+schema/analytics.py. resolvers/live.py authorizes, files the subscription in the process's hub
+and yields one frame per push; the fields here compute the figures from that frame (each once per
+push, whichever subscriptions of the process ask for the same ones).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import AsyncIterator, Iterator
+
+import strawberry
+from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from gateway.errors import BadUserInput
+from resolvers import live
+from resolvers.context import Info
+from schema.analytics import FromArg, Overview, Period, Productivity, Trends
+
+
+@strawberry.type(description="The three figures a dashboard shows, as one event.")
+class Dashboard:
+    frame: strawberry.Private[live.Frame]
+
+    @strawberry.field
+    async def overview(self) -> Overview:
+        return Overview.from_value(await live.overview(self.frame))
+
+    @strawberry.field
+    async def trends(self, period: Period = Period.DAY, from_: FromArg = None,
+                     to: datetime.date | None = None) -> Trends:
+        return Trends.from_value(await live.trends(self.frame, period.value, from_, to))
+
+    @strawberry.field
+    async def productivity(self, from_: FromArg = None,
+                           to: datetime.date | None = None) -> Productivity:
+        return Productivity.from_value(await live.productivity(self.frame, from_, to))
+
+
+async def _dashboard(frame: live.Frame) -> Dashboard:
+    return Dashboard(frame=frame)
+
+
+@strawberry.type(name="Subscription", description=(
+    "A user's figures (default the caller), pushed at once on subscribe, then whenever they "
+    "change and at the user's local midnight. Each event has exactly the shape of the matching "
+    "query."))
+class LiveSubscription:
+    @strawberry.subscription
+    async def dashboard(self, info: Info, user_id: strawberry.ID | None = None
+                        ) -> AsyncIterator[Dashboard]:
+        return await live.follow(info, "dashboard", user_id, _dashboard)
+
+    @strawberry.subscription
+    async def overview(self, info: Info, user_id: strawberry.ID | None = None
+                       ) -> AsyncIterator[Overview]:
+        async def event(frame: live.Frame) -> Overview:
+            return Overview.from_value(await live.overview(frame))
+
+        return await live.follow(info, "overview", user_id, event)
+
+    @strawberry.subscription
+    async def trends(self, info: Info, user_id: strawberry.ID | None = None,
+                     period: Period = Period.DAY, from_: FromArg = None,
+                     to: datetime.date | None = None) -> AsyncIterator[Trends]:
+        async def event(frame: live.Frame) -> Trends:
+            return Trends.from_value(await live.trends(frame, period.value, from_, to))
+
+        return await live.follow(info, "trends", user_id, event)
+
+    @strawberry.subscription
+    async def productivity(self, info: Info, user_id: strawberry.ID | None = None,
+                           from_: FromArg = None,
+                           to: datetime.date | None = None) -> AsyncIterator[Productivity]:
+        async def event(frame: live.Frame) -> Productivity:
+            return Productivity.from_value(await live.productivity(frame, from_, to))
+
+        return await live.follow(info, "productivity", user_id, event)
+
+
+class SubscriptionsOverWebSocket(SchemaExtension):
+    """A subscription sent over HTTP is refused with BAD_USER_INPUT before it runs: it is served
+    only on the WebSocket, where a connection has its place in the hub."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.operation_type is OperationType.SUBSCRIPTION \
+                and not isinstance(context.context, live.LiveContext):
+            raise BadUserInput("Subscriptions are served over WebSocket (the "
+                               "graphql-transport-ws protocol) on /graphql; see docs/api.md, "
+                               "Subscriptions")
+        yield
