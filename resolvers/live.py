@@ -107,10 +107,10 @@ async def productivity(frame: Frame, d_from: date | None, d_to: date | None) -> 
 
 # --- subscribing ---------------------------------------------------------------------------------
 
-def _batch(resources: Resources, user_id: uuid.UUID | None, published_at: float | None,
-           caller: Caller | None = None) -> Batch:
-    """A batch with fresh loaders (a frame's figures are never older than its batch)."""
-    batch = Batch(user_id, published_at)
+def _batch(resources: Resources, caller: Caller | None = None) -> Batch:
+    """A batch of one subscription's own, with fresh loaders (a frame's figures are never older
+    than its batch)."""
+    batch = Batch()
     batch.values["context"] = Context(request=None, resources=resources, caller=caller)
     return batch
 
@@ -133,7 +133,7 @@ async def follow(info: Info, field_name: str, user_id: Any | None,
     context = _live_context(info)
     assert context.connection is not None and context.hub is not None
     caller = context.require_caller()
-    first = _batch(context.resources, None, None, caller)
+    first = _batch(context.resources, caller)
     user = await resolve.subject(cast(Info, _FigureInfo(first.values["context"])), user_id)
     # Filed before the first figures are read, so that a change committed meanwhile is pushed.
     follower = context.hub.follow(context.connection, caller.id, user.id, field_name)
@@ -196,8 +196,9 @@ class Pushes(Generic[E]):
     def _pushed(self, frame: Frame) -> None:
         self.last_push = asyncio.get_running_loop().time()
         LIVE_PUSHES.labels(self.follower.field).inc()
-        if frame.batch.published_at is not None:
-            LIVE_PUSH_DELAY.observe(max(0.0, time.time() - frame.batch.published_at))
+        published_at = frame.batch.published_at(frame.user.id)
+        if published_at is not None:
+            LIVE_PUSH_DELAY.observe(max(0.0, time.time() - published_at))
 
     async def _next_frame(self, frame: Frame, retry_in: float | None) -> Frame:
         """Wait for the next push: a batch from the hub, the local midnight, or a retry."""
@@ -210,7 +211,7 @@ class Pushes(Generic[E]):
             batch = await follower.next_batch(timeout)
             if batch is None:
                 if retry_in is not None:  # try again on a batch of our own
-                    batch = _batch(self.resources, follower.user_id, None)
+                    batch = _batch(self.resources)
                 else:  # midnight: one flush for every follower of the user
                     hub.changed([follower.user_id])
                     continue

@@ -9,6 +9,7 @@ Redis listener, so a push on one for a write made on the other went through Redi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -324,6 +325,38 @@ async def test_many_connections_following_one_user_compute_each_figure_once_per_
                 assert pushed["dashboard"]["overview"]["totalTasks"] == 2
             after = {name: _samples("analytics_db_query_duration_seconds_count",
                                     query_type=name) for name in statements}
+    assert {name: after[name] - before[name] for name in statements} == \
+        dict.fromkeys(statements, 1.0)
+
+
+async def test_users_changed_together_are_pushed_with_one_statement_per_figure(
+        live_settings: Settings, users: UserFactory, pool: asyncpg.Pool, redis: Redis,
+        token_for: Callable[..., str]) -> None:
+    """Flushes falling due in the same tick share one batch (gateway/live/hub.py): six users
+    changed by one message get their pushes from one statement per kind of figure, not six."""
+    followed = [await users.create() for _ in range(6)]
+    for user in followed:
+        await users.task(user)
+    variables = {"period": "DAY", "from": None, "to": None}
+    statements = ("analytics_users", "analytics_overview", "analytics_daily_series",
+                  "analytics_productivity_extras")
+    async with live_server(live_settings) as server, contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(
+            LiveClient.connect(server.ws, token_for(user.id))) for user in followed]
+        for client in clients:
+            await client.subscribe("dash", DASHBOARD, variables)
+            await client.data("dash")
+        for user in followed:  # plain SQL (the trigger raises the data version): no message
+            await users.task(user)
+        await asyncio.sleep(2 * live_settings.live_coalesce_ms / 1000)  # all due at once
+        before = {name: _samples("analytics_db_query_duration_seconds_count",
+                                 query_type=name) for name in statements}
+        await publish(redis, [user.id for user in followed])
+        for client in clients:
+            pushed = await client.data("dash")
+            assert pushed["dashboard"]["overview"]["totalTasks"] == 2
+        after = {name: _samples("analytics_db_query_duration_seconds_count",
+                                query_type=name) for name in statements}
     assert {name: after[name] - before[name] for name in statements} == \
         dict.fromkeys(statements, 1.0)
 
