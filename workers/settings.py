@@ -32,6 +32,7 @@ from gateway.data.resources import Resources, arq_redis_settings
 from gateway.ops import tracing
 from gateway.ops.logs import Redactor, configure_logging, settings_secrets
 from gateway.ops.metrics import BUILD_INFO
+from gateway.ops.runtime import tune_gc
 from gateway.ops.settings import Settings
 from workers.cron import cron_arguments
 from workers.metrics import MAX_TRIES, RETRY_BASE_S, RUN_LOGGER, start_metrics_server
@@ -97,8 +98,9 @@ def configure_worker_logging(settings: Settings) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     """Open what the jobs share; arq has already put its own Redis pool in `ctx["redis"]`."""
     settings: Settings = ctx["settings"]
-    if ctx.get("configure_logging"):
+    if ctx.get("configure_logging"):  # a worker process of its own (not a test's worker)
         configure_worker_logging(settings)
+        tune_gc()  # gateway/ops/runtime.py
     # OTEL_TRACES_EXPORTER, once per process; each job run is then a span (workers/metrics.py)
     ctx["traced"] = tracing.configure(settings)
     pool = await create_pool(settings, **worker_pool_options(settings))

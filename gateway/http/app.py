@@ -54,6 +54,7 @@ from gateway.ops.metrics import (
     sample_pool,
     sample_pool_forever,
 )
+from gateway.ops.runtime import tune_gc
 from gateway.ops.sentry import close_sentry, init_sentry
 from gateway.ops.settings import Settings
 from gateway.security.ratelimit import RateLimiter
@@ -235,4 +236,6 @@ def serve_app() -> Starlette:
     configure_logging(settings)
     init_sentry(settings)
     tracing.configure(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_gc()  # after everything start-up allocates (gateway/ops/runtime.py)
+    return app
