@@ -20,7 +20,8 @@ holding idle subscriptions costs a process.
 The subscribers are separate processes (`python -m bench.live client SPEC`), asyncio with the
 `websockets` client, speaking `graphql-transport-ws` as a browser's `graphql-ws` client does, with
 the permessage-deflate offer browsers make (`BENCH_LIVE_DEFLATE=off`: none). Timestamps are
-`time.monotonic()`, one clock for every process on Linux.
+`time.monotonic()`, one clock for every process on Linux. `BENCH_LIVE_PARTS=idle` (or `latency`)
+runs one scenario only.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from bench.report import LIVE_IDLE, LIVE_LATENCY, Report, Run
 from gateway.live.fanout import CHANNEL, encode_change
 
 PROTOCOL = "graphql-transport-ws"
+PARTS = ("latency", "idle")  # the two scenarios, which BENCH_LIVE_PARTS may narrow
 TASK_TITLE = "bench live task"  # what the writes insert, deleted again at the end
 QUERIES = {
     "overview": """subscription Live { overview { totalTasks completedTasks pendingTasks
@@ -82,19 +84,25 @@ class LiveConfig:
     field: str = "dashboard"    # BENCH_LIVE_FIELD: the subscription's root field
     deflate: bool = True        # BENCH_LIVE_DEFLATE=off: no permessage-deflate offer
     clients: int = 4            # client processes opening the idle WebSockets
+    parts: tuple[str, ...] = PARTS  # BENCH_LIVE_PARTS: "latency", "idle" or both (the default)
 
     @classmethod
     def from_env(cls, env: dict[str, str], quick: bool) -> LiveConfig:
         live_field = env.get("BENCH_LIVE_FIELD", "dashboard")
         if live_field not in QUERIES:
             raise SystemExit(f"BENCH_LIVE_FIELD: one of {', '.join(QUERIES)}, not {live_field!r}")
+        parts = tuple(p.strip() for p in env.get("BENCH_LIVE_PARTS", ",".join(PARTS)).split(",")
+                      if p.strip())
+        if not parts or set(parts) - set(PARTS):
+            raise SystemExit(f"BENCH_LIVE_PARTS: some of {', '.join(PARTS)}, not "
+                             f"{env.get('BENCH_LIVE_PARTS')!r}")
         return cls(
             subscriptions=int(env.get("BENCH_LIVE_SUBSCRIPTIONS", "100" if quick else "1000")),
             seconds=int(env.get("BENCH_LIVE_SECONDS", "5" if quick else "20")),
             idle=int(env.get("BENCH_LIVE_IDLE", "500" if quick else "10000")),
             field=live_field,
             deflate=env.get("BENCH_LIVE_DEFLATE", "browser") not in ("off", "0", "false"),
-            clients=1 if quick else 4)
+            clients=1 if quick else 4, parts=parts)
 
 
 # --- the pure part: delays from writes and arrivals -----------------------------------------------
@@ -625,14 +633,16 @@ async def bench_live(users_in_dataset: int, dsn: str, redis_url: str, env: dict[
         await conn.close()
     report.config["live"] = {"field": cfg.field, "subscriptions": cfg.subscriptions,
                              "seconds": cfg.seconds, "idle": cfg.idle,
-                             "deflate_offer": cfg.deflate}
+                             "deflate_offer": cfg.deflate, "parts": list(cfg.parts)}
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
-        tokens = {u: make_token(u) for u in dict.fromkeys(latency_users)}
-        await bench_latency(users_in_dataset, dsn, redis_url, env, tokens, cfg, Path(tmp),
-                            report)
-        cache = {u: make_token(u) for u in dict.fromkeys(idle_users)}
-        await bench_idle(users_in_dataset, env, [(str(u), cache[u]) for u in idle_users], cfg,
-                         Path(tmp), report)
+        if "latency" in cfg.parts:
+            tokens = {u: make_token(u) for u in dict.fromkeys(latency_users)}
+            await bench_latency(users_in_dataset, dsn, redis_url, env, tokens, cfg, Path(tmp),
+                                report)
+        if "idle" in cfg.parts:
+            cache = {u: make_token(u) for u in dict.fromkeys(idle_users)}
+            await bench_idle(users_in_dataset, env, [(str(u), cache[u]) for u in idle_users],
+                             cfg, Path(tmp), report)
 
 
 if __name__ == "__main__":

@@ -99,8 +99,11 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "forwarded_allow_ips": ",".join(settings.trusted_proxies),
         "server_header": False,
         # WebSockets (subscriptions) on the sans-I/O implementation of the `websockets` package,
-        # not the legacy one uvicorn picks by default (deprecated, warns at every connection).
-        "ws": "websockets-sansio",
+        # not the legacy one uvicorn picks by default (deprecated, warns at every connection);
+        # permessage-deflate without context takeover, so that an idle socket keeps no zlib
+        # state (gateway/http/live_socket.py).
+        "ws": "gateway.http.live_socket:LiveWebSocketProtocol",
+        "ws_per_message_deflate": settings.live_ws_deflate,
     }
 
 

@@ -71,13 +71,28 @@ class _FigureInfo:
     context: Context
 
 
-@dataclass(frozen=True)
 class Frame:
     """One push of one subscription: the followed user as of this push, and the batch its
-    figures are computed from (shared with the other followers of the user)."""
+    figures are computed from (shared with the other followers of the user).
 
-    user: UserRow
-    batch: Batch
+    Once the push is sent the frame is `spent`: it lets its batch go (the loaders, their caches,
+    the figures), which an idle subscription would otherwise keep until its next push, since the
+    last event (a `Dashboard` holds its frame) stays referenced by graphql-core's stream."""
+
+    __slots__ = ("_batch", "user")
+
+    def __init__(self, user: UserRow, batch: Batch) -> None:
+        self.user = user
+        self._batch: Batch | None = batch
+
+    @property
+    def batch(self) -> Batch:
+        if self._batch is None:
+            raise RuntimeError("the figures of a frame are read before its push is sent")
+        return self._batch
+
+    def spent(self) -> None:
+        self._batch = None
 
     @property
     def info(self) -> Info:
@@ -150,6 +165,8 @@ class Pushes(Generic[E]):
     """The events of one subscription (an async iterator). Closing it, or the connection ending,
     takes the subscription out of the hub, even if no event was ever asked for."""
 
+    __slots__ = ("_events", "coalesce", "event", "follower", "last_push", "resources")
+
     def __init__(self, follower: Follower, first: Frame, first_value: E,
                  event: Callable[[Frame], Awaitable[E]], resources: Resources,
                  coalesce: float) -> None:
@@ -173,6 +190,7 @@ class Pushes(Generic[E]):
     async def _run(self, frame: Frame, first_value: E) -> AsyncGenerator[E, None]:
         retry = RETRY_FIRST_S
         pending: E | None = first_value
+        del first_value  # `pending` until it is pushed, and no longer
         try:
             while True:
                 try:
@@ -183,12 +201,15 @@ class Pushes(Generic[E]):
                         raise
                     log.warning("live: push to a follower of %s failed (%s); retrying in %.0f s",
                                 frame.user.id, type(exc).__name__, retry)
+                    frame.spent()
                     frame = await self._next_frame(frame, retry)
                     retry = min(retry * 2, RETRY_MAX_S)
                     continue
                 retry = RETRY_FIRST_S
                 yield value
+                del value  # graphql-core's stream holds the last event meanwhile, spent below
                 self._pushed(frame)
+                frame.spent()
                 frame = await self._next_frame(frame, None)
         finally:
             self.follower.close()

@@ -32,7 +32,7 @@ from schema.extensions.errors import ErrorMasking
 from schema.extensions.input_check import InputCheck
 from schema.extensions.limits import Limits, limit_extensions
 from schema.extensions.tracing import OperationSpan
-from schema.live import LiveSubscription, SubscriptionsOverWebSocket
+from schema.live import LiveExecutionContext, LiveSubscription, SubscriptionsOverWebSocket
 from schema.scalars import SCALAR_MAP
 from schema.system import SystemQuery
 from schema.tasks import TaskMutation, TaskQuery
@@ -70,6 +70,8 @@ def build_schema(extensions: Sequence[type[SchemaExtension] | Callable[[], Schem
     """The schema with the parse and validation caches (a repeated query is parsed once)."""
     # Our `Date` scalar: a malformed date is BAD_USER_INPUT (schema/scalars.py).
     kwargs.setdefault("config", StrawberryConfig(scalar_map=SCALAR_MAP))
+    # Each subscription event with memos of its own, not kept by an idle subscription.
+    kwargs.setdefault("execution_context_class", LiveExecutionContext)
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,

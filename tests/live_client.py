@@ -38,7 +38,7 @@ async def live_server(settings: Settings) -> AsyncIterator[Server]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
                                            log_config=None, ws_ping_interval=None,
-                                           ws="websockets-sansio"))
+                                           ws="gateway.http.live_socket:LiveWebSocketProtocol"))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

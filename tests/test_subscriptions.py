@@ -465,3 +465,24 @@ def test_the_midnight_push_waits_for_the_users_own_next_local_midnight(
     from domain.ranges import seconds_to_midnight
 
     assert seconds_to_midnight(zone, now) == seconds
+
+
+async def test_deflate_is_negotiated_without_context_takeover_so_an_idle_socket_keeps_no_zlib_state(
+        live_settings: Settings, users: UserFactory, token_for: Callable[..., str]) -> None:
+    """The browser's permessage-deflate offer is accepted, each message compressed on its own
+    (docs/api.md, "Compression"): no compressor or decompressor lives between pushes."""
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    user = await users.create()
+    offer = [ClientPerMessageDeflateFactory(client_max_window_bits=True)]  # as browsers offer
+    async with live_server(live_settings) as server, \
+            LiveClient.connect(server.ws, token_for(user.id), compression=None,
+                               extensions=offer) as client:
+        await client.subscribe("o", OVERVIEW)
+        assert (await client.data("o"))["overview"]["totalTasks"] == 0
+        accepted = client.ws.response.headers["Sec-WebSocket-Extensions"]
+        assert accepted.startswith("permessage-deflate")
+        assert "server_no_context_takeover" in accepted
+        assert "client_no_context_takeover" in accepted
+        (extension,) = client.ws.protocol.extensions
+        assert not hasattr(extension, "encoder") and not hasattr(extension, "decoder")

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any, cast
 
@@ -50,6 +51,8 @@ from gateway.security.access import Caller, bearer_token, decode_access_token
 from resolvers.context import Context
 from resolvers.live import LiveContext
 from schema.extensions.errors import replacement_for, shape_errors
+
+log = logging.getLogger(__name__)
 
 # The body gate's `(body, parsed)` of the request being answered (see `decode_json`).
 _PARSED: ContextVar[tuple[bytes, dict[str, Any]] | None] = ContextVar("graphql_body",
@@ -104,7 +107,11 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schema = cast(Any, _SubscriptionsOnly(self.schema))
-        self._expiry: asyncio.Task[None] | None = None
+        # Loop timers rather than sleeping tasks: an idle socket holds a timer handle, not a task
+        # with its coroutine frames (and a cancelled one, its exception and traceback).
+        self._init_timer: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None  # a close started by one of the timers
 
     @property
     def live(self) -> LiveContext:
@@ -116,24 +123,50 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(CLOSE_TRY_LATER, "Too many connections; try again later")
             return
         session = asyncio.ensure_future(super().handle())
-        abandoned = asyncio.ensure_future(connection.abandoned.wait())
+        # A stalled client: the socket ends without waiting for its answer to the close.
+        connection.on_abandoned = session.cancel
         try:
             try:
-                await asyncio.wait((session, abandoned), return_when=asyncio.FIRST_COMPLETED)
+                await session
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # not an abandoned socket: this task is cancelled (a shutdown)
             finally:
-                abandoned.cancel()
-                if not session.done():  # a stalled client: end the socket without its answer
+                connection.on_abandoned = None
+                if not session.done():
                     session.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await session
         except HTTPException:  # a message that is not JSON (our `decode_json` says so)
             await connection.close(4400, "WebSocket message must be valid JSON")
         finally:
-            if self._expiry is not None:
-                self._expiry.cancel()
+            for timer in (self._init_timer, self._expiry):
+                if timer is not None:
+                    timer.cancel()
             connection.release()
 
+    def on_request_accepted(self) -> None:
+        """Strawberry's wait for `connection_init` (closed with 4408 when it does not come), on a
+        timer instead of a task."""
+        delay = self.connection_init_wait_timeout.total_seconds()
+        self._init_timer = asyncio.get_running_loop().call_later(delay, self._init_timed_out)
+
+    def _init_timed_out(self) -> None:
+        self._init_timer = None
+        if not self.connection_init_received:
+            self.connection_timed_out = True
+            self._close_later(self.websocket.close(code=4408,
+                                                   reason="Connection initialisation timeout"))
+
+    def _close_later(self, closing: Coroutine[Any, Any, None]) -> None:
+        """Run a close started by a timer (a reference kept to its task until it is done)."""
+        self._closing = asyncio.ensure_future(_quietly(closing))
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
         payload = message.get("payload") or {}
         if self.connection_init_received or not isinstance(payload, dict):
             await super().handle_connection_init(message)  # 4429 and 4400, as Strawberry does
@@ -152,7 +185,8 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await connection.close(CLOSE_TRY_LATER if replacement_for(exc) else 1011, reason)
             return
         self.live.caller = connection.caller = caller
-        self._expiry = asyncio.create_task(self._expire(connection, expires))
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, expires - time.time()), self._expired, connection)
         await super().handle_connection_init(message)
 
     async def _authenticate(self, payload: dict[str, Any]) -> tuple[Caller, float]:
@@ -171,11 +205,10 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
         claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
         return caller, float(claims["exp"])
 
-    @staticmethod
-    async def _expire(connection: Connection, expires: float) -> None:
-        await asyncio.sleep(max(0.0, expires - time.time()))
-        await connection.close(CLOSE_UNAUTHORIZED, "Unauthorized: Access token expired",
-                               "expired")
+    def _expired(self, connection: Connection) -> None:
+        self._expiry = None
+        self._close_later(connection.close(CLOSE_UNAUTHORIZED,
+                                           "Unauthorized: Access token expired", "expired"))
 
     async def send_message(self, message: Message) -> None:
         connection = self.live.connection
@@ -189,27 +222,50 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def _send_result_stream(self, operation: Operation[Context, None],
                                   result_source: Any) -> None:
+        """Strawberry's loop over an operation's results, with errors shaped as for HTTP, and
+        each result's data let go once sent: the stream's generators (Strawberry's, graphql-
+        core's) hold the last result until the next push, and an idle subscription need not keep
+        a copy of its last push."""
         production = bool(getattr(self.view, "production", False))
+        first = True
+        try:
+            async for result in result_source:
+                if isinstance(result, ExecutionResult) and result.errors:
+                    result.errors = shape_errors(
+                        [_subscriptions_only(e) for e in result.errors], production=production)
+                if not await self._send_result(operation, result, first):
+                    return
+                first = False
+        except GraphQLError as error:
+            # A syntax error, which the parser cache raises where Strawberry's stream does not
+            # catch it (the HTTP path does): refused like any other, with its code.
+            await self._send_result(operation, PreExecutionError(
+                data=None, errors=shape_errors([error], production=production)), first)
 
-        async def shaped() -> AsyncGenerator[Any, None]:
-            try:
-                async for result in result_source:
-                    if isinstance(result, ExecutionResult) and result.errors:
-                        result.errors = shape_errors(
-                            [_subscriptions_only(e) for e in result.errors],
-                            production=production)
-                    yield result
-            except GraphQLError as error:
-                # A syntax error, which the parser cache raises where Strawberry's stream does
-                # not catch it (the HTTP path does): refused like any other, with its code.
-                yield PreExecutionError(data=None,
-                                        errors=shape_errors([error], production=production))
-
-        await super()._send_result_stream(operation, shaped())
+    async def _send_result(self, operation: Operation[Context, None], result: Any,
+                           first: bool) -> bool:
+        """Send one result as Strawberry would; False when the operation ends with it."""
+        if first and isinstance(result, PreExecutionError):
+            await self._handle_pre_execution_error(operation, result)
+            return False
+        if not isinstance(result, ExecutionResult):
+            await self._reject_incremental_delivery(operation)
+            return False
+        await operation.send_next(result)
+        if isinstance(result.data, dict):
+            result.data.clear()  # the dict graphql-core's own result shares
+        return True
 
     @staticmethod
     def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
         return None  # an `error` message with the code, as for any other refusal
+
+
+async def _quietly(closing: Coroutine[Any, Any, None]) -> None:
+    try:
+        await closing
+    except Exception as exc:  # the socket is gone already: nothing more to tell it
+        log.debug("live: close not sent: %s", type(exc).__name__)
 
 
 def _subscriptions_only(error: GraphQLError) -> GraphQLError:

@@ -105,16 +105,19 @@ class Batch:
 
 class Connection:
     """One subscription WebSocket: its caller (set once `connection_init` is verified), its
-    subscriptions, and how to close it."""
+    subscriptions, and how to close it. (Slots, and a callback rather than an event and a task
+    waiting on it: thousands of idle sockets each hold one.)"""
+
+    __slots__ = ("_close_socket", "caller", "closed", "followers", "hub", "on_abandoned")
 
     def __init__(self, hub: Hub, close_socket: CloseSocket) -> None:
         self.hub = hub
         self.caller: Caller | None = None
         self.followers: set[Follower] = set()
         self.closed = False
-        # Set when the close frame could not even be handed over (a client that stopped
+        # Called when the close frame could not even be handed over (a client that stopped
         # reading): the edge then ends the socket without waiting for the client's answer.
-        self.abandoned = asyncio.Event()
+        self.on_abandoned: Callable[[], object] | None = None
         self._close_socket = close_socket
 
     async def close(self, code: int, reason: str, cause: str | None = None) -> None:
@@ -130,7 +133,8 @@ class Connection:
                 await self._close_socket(code, reason)
         except Exception as exc:  # the socket is gone or stalled: nothing more to tell it
             log.debug("live: close %d not sent: %s", code, type(exc).__name__)
-            self.abandoned.set()
+            if self.on_abandoned is not None:
+                self.on_abandoned()
 
     def release(self) -> None:
         """The socket has ended: forget it and its subscriptions."""
@@ -141,7 +145,12 @@ class Connection:
 
 
 class Follower:
-    """One subscription's place in the hub: the latest `Batch` for it, if any."""
+    """One subscription's place in the hub: the latest `Batch` for it, if any. (Slots, and a
+    future made only while the subscription waits rather than an `asyncio.Event`, whose
+    deque alone is 0.7 KiB: thousands of idle subscriptions each hold one.)"""
+
+    __slots__ = ("_batch", "_waiter", "caller_id", "closed", "connection", "field", "hub",
+                 "user_id")
 
     def __init__(self, hub: Hub, connection: Connection, caller_id: uuid.UUID,
                  user_id: uuid.UUID, field: str) -> None:
@@ -152,31 +161,43 @@ class Follower:
         self.field = field
         self.closed = False
         self._batch: Batch | None = None
-        self._ready = asyncio.Event()
+        # While `next_batch` waits: True once a batch is delivered, False when the wait is over.
+        self._waiter: asyncio.Future[bool] | None = None
 
     def deliver(self, batch: Batch) -> None:
         self._batch = batch  # only the latest: a slow subscriber never piles batches up
-        self._ready.set()
+        _settle(self._waiter, True)
 
     async def next_batch(self, wait: float | None) -> Batch | None:
         """The next batch for this subscription, or None when `wait` seconds pass first."""
-        try:
-            async with asyncio.timeout(wait):
-                await self._ready.wait()
-        except TimeoutError:
-            return None
+        if self._batch is None:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            # A timer handle rather than `asyncio.timeout` (its state besides the handle).
+            timer = None if wait is None else loop.call_later(wait, _settle, waiter, False)
+            try:
+                if not await waiter:
+                    return None
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
         return self.take()
 
     def take(self) -> Batch | None:
         """The batch delivered since the last take, if any (the newest one)."""
         batch, self._batch = self._batch, None
-        self._ready.clear()
         return batch
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
             self.hub._unfollow(self)
+
+
+def _settle(waiter: asyncio.Future[bool] | None, delivered: bool) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(delivered)
 
 
 @dataclass

@@ -274,6 +274,9 @@ class Settings:
                                     "at most one push per subscription per this many ms")
     live_send_timeout_s: float = setting("5", _positive(_float),
                                          "a push not sent within this closes the socket (4008)")
+    live_ws_deflate: bool = setting(
+        "true", _bool, "permessage-deflate on subscription sockets, each message compressed on "
+        "its own (no zlib state kept by an idle socket); false: no compression")
 
     # Feature flags
     enable_materialized_views: bool = setting("true", _bool)
