@@ -368,6 +368,31 @@ async def test_the_legacy_graphql_ws_protocol_is_refused(
         assert await client.closed() == (4406, "Subprotocol not acceptable")
 
 
+async def test_sockets_skip_the_http_middleware_but_not_the_host_check(
+        live_settings: Settings, pool: asyncpg.Pool, redis: Redis,
+        token_for: Callable[..., str], users: UserFactory) -> None:
+    """WebSockets bypass the HTTP middleware (gateway/http/app.py `Gateway`): ALLOWED_HOSTS
+    still refuses a foreign Host, and a socket on any other path is closed."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    user = await users.create()
+    settings = replace(live_settings, allowed_hosts=("localhost",))
+    async with live_server(settings) as server:
+        assert "127.0.0.1" in server.ws
+        with pytest.raises(InvalidStatus) as refused:
+            async with LiveClient.connect(server.ws, token_for(user.id)):
+                pass
+        assert refused.value.response.status_code == 400  # as for HTTP: "Invalid host header"
+        allowed = server.ws.replace("127.0.0.1", "localhost")
+        async with LiveClient.connect(allowed, token_for(user.id)) as client:
+            await client.subscribe("o", OVERVIEW)
+            assert (await client.data("o"))["overview"]["totalTasks"] == 0
+        with pytest.raises(InvalidStatus):
+            async with connect(allowed.replace("/graphql", "/elsewhere")):
+                pass
+
+
 async def test_queries_go_over_http_and_subscriptions_over_the_websocket(
         live_settings: Settings, users: UserFactory, pool: asyncpg.Pool, redis: Redis,
         token_for: Callable[..., str]) -> None:

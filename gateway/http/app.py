@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -23,8 +24,8 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.data.db import query, quiet_outage_noise
 from gateway.data.resources import Resources
@@ -131,6 +132,38 @@ class ProbeFriendlyTrustedHost(TrustedHostMiddleware):
         await super().__call__(scope, receive, send)
 
 
+class SocketRoute:
+    """The one WebSocket endpoint: `path` goes to `app`; any other path is closed (as Starlette's
+    router closes an unknown WebSocket route)."""
+
+    def __init__(self, path: str, app: ASGIApp) -> None:
+        self.path, self.app = path, app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == self.path:
+            await self.app(scope, receive, send)
+        else:
+            await send({"type": "websocket.close", "code": 1000, "reason": ""})
+
+
+class Gateway(Starlette):
+    """The application: Starlette, except that a WebSocket goes straight to `sockets` rather
+    than through the middleware stack, none of which acts on a socket (each would pass it on,
+    but its frame would stay alive as long as the socket: about 8 KiB of every idle
+    subscription, docs/performance.md)."""
+
+    def __init__(self, sockets: ASGIApp, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sockets = sockets
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["app"] = self
+            await self.sockets(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def middleware_stack(settings: Settings, request_metrics: RequestMetrics) -> list[Middleware]:
     """Outermost first; see gateway/http/middleware.py for what each does and why in this order."""
     stack = [Middleware(EdgeMiddleware, settings=settings, request_metrics=request_metrics)]
@@ -199,15 +232,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     schema = build_schema(extensions=graphql_extensions(settings))
     graphql = GraphQLApp(schema, graphql_ide=None if settings.is_production else "graphiql",
                          production=settings.is_production)
-    routes: list[Route | WebSocketRoute] = [
+    routes: list[Route] = [
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         # A persisted query's hash becomes its text before the response cache reads the request.
         Route("/graphql", PersistedQueries(ResponseCache(graphql, settings), settings),
               methods=["GET", "POST"]),
         Route("/export/tasks.csv", export_tasks, methods=["GET"]),
-        # Subscriptions: the same path over WebSocket (graphql-transport-ws, LIVE_ENABLED).
-        WebSocketRoute("/graphql", graphql),
     ]
     if settings.prometheus_enabled:
         routes.append(Route("/metrics", metrics, methods=["GET"]))
@@ -219,8 +250,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     stack = middleware_stack(settings, request_metrics)
     if tracing.wanted(settings):  # the server span, outermost (gateway/http/tracing.py)
         stack.insert(0, server_span_middleware(route.path for route in routes))
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=stack,
-                    exception_handlers={GatewayError: gateway_error})
+    # Subscriptions: the same path over WebSocket (graphql-transport-ws, LIVE_ENABLED), past the
+    # HTTP middleware (see `Gateway`), with the host check kept.
+    sockets: ASGIApp = SocketRoute("/graphql", graphql)
+    if "*" not in settings.allowed_hosts:
+        sockets = ProbeFriendlyTrustedHost(sockets, allowed_hosts=list(settings.allowed_hosts),
+                                           www_redirect=False)
+    app = Gateway(sockets, routes=routes, lifespan=lifespan, middleware=stack,
+                  exception_handlers={GatewayError: gateway_error})
     app.state.settings = settings
     app.state.business_gauges = business_gauges
     if settings.prometheus_enabled:
