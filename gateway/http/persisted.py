@@ -43,12 +43,13 @@ from urllib.parse import urlencode
 
 import orjson
 from starlette.datastructures import QueryParams
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.cache.fields import CACHE_HITS, CACHE_MISSES, CacheUnavailable, cache_of
 from gateway.data.resources import Resources
 from gateway.errors import BadUserInput
 from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, error_body, load_json, parsed_body
+from gateway.http.responses import run_capturing
 from gateway.ops.metrics import REJECTED
 from gateway.ops.settings import Settings, SettingsError
 
@@ -358,22 +359,11 @@ class PersistedQueries:
                                 resources: Resources, query_hash: str, text: str) -> None:
         """Run the query, then store it if GraphQL ran it: the response is a 200 with `data`
         (a query that does not parse, breaks a limit or does not validate has none)."""
-        status = 0
-        chunks: list[bytes] = []
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
-
-        await self.app(scope, receive, capture)
-        if status != 200:
+        body = await run_capturing(self.app, scope, receive, send)
+        if body is None:
             return
         try:
-            answer = orjson.loads(b"".join(chunks))
+            answer = orjson.loads(body)
         except orjson.JSONDecodeError:
             return  # not one JSON document (a stream): not worth storing
         if isinstance(answer, dict) and answer.get("data") is not None:

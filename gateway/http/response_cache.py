@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.figures import FIGURES_FORMAT, digest
 from domain.ranges import seconds_to_midnight
@@ -49,6 +49,7 @@ from gateway.cache.fields import (
 from gateway.data.resources import Resources
 from gateway.http.bodies import parsed_body
 from gateway.http.identity import Account, account_of, header, identify
+from gateway.http.responses import run_capturing
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller
 from gateway.security.ratelimit import TrustedProxies
@@ -172,7 +173,7 @@ class ResponseCache:
             await self._answer(scope, send, cached)
             return
         CACHE_MISSES.labels(field=FIELD).inc()
-        captured = await _run_capturing(self.app, scope, receive, send)
+        captured = await run_capturing(self.app, scope, receive, send)
         if captured is not None:
             await self._store(resources, account, key, roots, captured)
 
@@ -205,21 +206,3 @@ class ResponseCache:
         ttl = max(1, min(ttl, int(seconds_to_midnight(account.timezone))))
         payload = f"{time.time():.3f}\n".encode() + orjson.dumps(answer)
         await cache_of(resources).set_raw(key, payload, ttl)
-
-
-async def _run_capturing(app: ASGIApp, scope: Scope, receive: Receive,
-                         send: Send) -> bytes | None:
-    """Run the app, passing its response through; returns the body of a 200 JSON response."""
-    status = 0
-    chunks: list[bytes] = []
-
-    async def capture(message: Message) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-        await send(message)
-
-    await app(scope, receive, capture)
-    return b"".join(chunks) if status == 200 else None
