@@ -278,7 +278,7 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="on",
-                                           ws="websockets-sansio"))
+                                           ws="gateway.http.live_socket:LiveWebSocketProtocol"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -48,7 +48,7 @@ async def serving(settings: Settings) -> AsyncIterator[Server]:
     port = free_port()
     uv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
                                        log_level="warning", lifespan="on",
-                                       ws="websockets-sansio"))
+                                       ws="gateway.http.live_socket:LiveWebSocketProtocol"))
     thread = threading.Thread(target=uv.run, name="uvicorn", daemon=True)
     thread.start()
     try:
