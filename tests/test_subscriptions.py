@@ -393,6 +393,27 @@ async def test_sockets_skip_the_http_middleware_but_not_the_host_check(
                 pass
 
 
+async def test_opening_sockets_counts_against_the_clients_rate_limit(
+        live_settings: Settings, pool: asyncpg.Pool, redis: Redis,
+        token_for: Callable[..., str], users: UserFactory) -> None:
+    """Sockets skip the HTTP middleware, not the rate limit: each opening is one request of the
+    client's IP; over RATE_LIMIT_PER_MINUTE the handshake is a 429 with Retry-After."""
+    from websockets.exceptions import InvalidStatus
+
+    user = await users.create()
+    settings = replace(live_settings, rate_limit_enabled=True, rate_limit_per_minute=2)
+    async with live_server(settings) as server:
+        for _ in range(2):
+            async with LiveClient.connect(server.ws, token_for(user.id)):
+                pass
+        with pytest.raises(InvalidStatus) as refused:
+            async with LiveClient.connect(server.ws, token_for(user.id)):
+                pass
+    response = refused.value.response
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) >= 1
+    assert b"RATE_LIMITED" in response.body
+
+
 async def test_queries_go_over_http_and_subscriptions_over_the_websocket(
         live_settings: Settings, users: UserFactory, pool: asyncpg.Pool, redis: Redis,
         token_for: Callable[..., str]) -> None:

@@ -39,6 +39,7 @@ from gateway.http.middleware import (
     EdgeMiddleware,
     GraphQLBodyGate,
     RateLimitMiddleware,
+    SocketRateLimit,
 )
 from gateway.http.persisted import PersistedQueries
 from gateway.http.response_cache import ResponseCache
@@ -253,6 +254,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # Subscriptions: the same path over WebSocket (graphql-transport-ws, LIVE_ENABLED), past the
     # HTTP middleware (see `Gateway`), with the host check kept.
     sockets: ASGIApp = SocketRoute("/graphql", graphql)
+    if settings.rate_limit_enabled:
+        sockets = SocketRateLimit(sockets, settings)
     if "*" not in settings.allowed_hosts:
         sockets = ProbeFriendlyTrustedHost(sockets, allowed_hosts=list(settings.allowed_hosts),
                                            www_redirect=False)

@@ -33,7 +33,7 @@ from gateway.ops import sentry, tracing
 from gateway.ops.logs import RequestInfo, current_request, new_request_id
 from gateway.ops.metrics import REJECTED, RequestMetrics
 from gateway.ops.settings import Settings
-from gateway.security.ratelimit import RateLimiter, TrustedProxies
+from gateway.security.ratelimit import RateLimiter, TrustedProxies, client_ip
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -183,6 +183,41 @@ class RateLimitMiddleware:
                                  retryAfter=decision.retry_after)
                 return
         await self.app(scope, receive, send)
+
+
+class SocketRateLimit:
+    """A WebSocket's opening counts as one request of its client IP against
+    `RATE_LIMIT_PER_MINUTE` (the token comes later, in `connection_init`): over it the handshake
+    is refused with 429 and `Retry-After` (or closed, 403, where the server cannot send an HTTP
+    response to a WebSocket). Bounds how fast one client can open sockets; the number open is
+    bounded by `LIVE_MAX_CONNECTIONS`."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.trusted = TrustedProxies(settings.trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
+        if limiter is not None:
+            decision = await limiter.check_request(f"ip:{client_ip(scope, self.trusted)}")
+            if not decision.allowed:
+                REJECTED.labels("rate_limited").inc()
+                await _refuse_socket(send, scope, decision.retry_after)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse_socket(send: Send, scope: Scope, retry_after: int) -> None:
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})
+        return
+    body = orjson.dumps({"errors": [{"message": "Too many requests; slow down",
+                                     "extensions": {"code": "RATE_LIMITED",
+                                                    "retryAfter": retry_after}}]})
+    await send({"type": "websocket.http.response.start", "status": 429, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode())]})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 class GraphQLBodyGate:
