@@ -39,7 +39,6 @@ from gateway.http.middleware import (
     EdgeMiddleware,
     GraphQLBodyGate,
     RateLimitMiddleware,
-    SocketRateLimit,
 )
 from gateway.http.persisted import PersistedQueries
 from gateway.http.response_cache import ResponseCache
@@ -255,7 +254,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # HTTP middleware (see `Gateway`), with the host check kept.
     sockets: ASGIApp = SocketRoute("/graphql", graphql)
     if settings.rate_limit_enabled:
-        sockets = SocketRateLimit(sockets, settings)
+        sockets = RateLimitMiddleware(sockets, settings)
     if "*" not in settings.allowed_hosts:
         sockets = ProbeFriendlyTrustedHost(sockets, allowed_hosts=list(settings.allowed_hosts),
                                            www_redirect=False)

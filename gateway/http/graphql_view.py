@@ -13,7 +13,6 @@ from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any, cast
 
-import jwt
 import orjson
 from cross_web import HTTPException
 from graphql import GraphQLError
@@ -47,7 +46,7 @@ from gateway.http.identity import account_of, identify, verified_caller
 from gateway.http.responses import RETRY_STATUSES, ORJSONResponse
 from gateway.live.hub import CLOSE_SLOW, CLOSE_TRY_LATER, CLOSE_UNAUTHORIZED, Connection, Hub
 from gateway.ops.settings import Settings
-from gateway.security.access import Caller, bearer_token, decode_access_token
+from gateway.security.access import Caller, bearer_token, verify_access_token
 from resolvers.context import Context
 from resolvers.live import LiveContext
 from schema.extensions.errors import replacement_for, shape_errors
@@ -199,11 +198,9 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
             raise Unauthenticated('connection_init must carry {"Authorization": '
                                   '"Bearer <access token>"}')
         resources = self.live.resources
-        caller = decode_access_token(resources.settings, token)
+        caller, expires = verify_access_token(resources.settings, token)
         account = await account_of({}, resources, caller.id)  # a fresh read, never kept
-        caller = verified_caller(caller, account)
-        claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
-        return caller, float(claims["exp"])
+        return verified_caller(caller, account), expires
 
     def _expired(self, connection: Connection) -> None:
         self._expiry = None

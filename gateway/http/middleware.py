@@ -27,13 +27,13 @@ from typing import Any
 import orjson
 
 from gateway.data.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
-from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, load_json
+from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, error_body, load_json
 from gateway.http.identity import header, identify
 from gateway.ops import sentry, tracing
 from gateway.ops.logs import RequestInfo, current_request, new_request_id
 from gateway.ops.metrics import REJECTED, RequestMetrics
 from gateway.ops.settings import Settings
-from gateway.security.ratelimit import RateLimiter, TrustedProxies, client_ip
+from gateway.security.ratelimit import RateLimiter, TrustedProxies
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,20 +49,21 @@ HSTS = b"max-age=31536000; includeSubDomains"
 
 
 async def send_error(send: Send, status: int, message: str, code: str,
-                     headers: list[tuple[bytes, bytes]] | None = None,
+                     headers: list[tuple[bytes, bytes]] | None = None, *, socket: bool = False,
                      **extensions: Any) -> None:
-    """A GraphQL-shaped JSON error response, for refusals made before GraphQL runs."""
+    """A GraphQL-shaped JSON error response, for refusals made before GraphQL runs; `socket`:
+    as the answer to a WebSocket handshake (the ASGI `websocket.http.response` extension)."""
+    kind = "websocket.http.response" if socket else "http.response"
     info = current_request.get()
     if info is not None and code == "INTERNAL_SERVER_ERROR":
         extensions["requestId"] = info.request_id
-    body = orjson.dumps({"errors": [{"message": message,
-                                     "extensions": {"code": code, **extensions}}]})
-    await send({"type": "http.response.start", "status": status, "headers": [
+    body = orjson.dumps(error_body(message, code, **extensions))
+    await send({"type": f"{kind}.start", "status": status, "headers": [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *(headers or []),
     ]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.body", "body": body})
 
 
 class EdgeMiddleware:
@@ -159,7 +160,12 @@ class EdgeMiddleware:
 
 class RateLimitMiddleware:
     """`RATE_LIMIT_PER_MINUTE` per signed-in user, else per client IP, on every path but the
-    probes and `/metrics`. The limiter itself lives in `app.state` (made by the lifespan)."""
+    probes and `/metrics`. The limiter itself lives in `app.state` (made by the lifespan).
+
+    A WebSocket's opening counts as one request of its client IP (the token comes later, in
+    `connection_init`): over the limit the handshake is refused with 429 and `Retry-After` (or
+    closed, 403, where the server cannot send an HTTP response to a WebSocket). The application
+    puts this middleware on the socket path too (gateway/http/app.py `Gateway`)."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -167,7 +173,9 @@ class RateLimitMiddleware:
         self.trusted = TrustedProxies(settings.trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in QUIET_PATHS or scope["method"] == "OPTIONS":
+        socket = scope["type"] == "websocket"
+        if not socket and (scope["type"] != "http" or scope["path"] in QUIET_PATHS
+                           or scope["method"] == "OPTIONS"):
             await self.app(scope, receive, send)
             return
         state = identify(scope, self.settings, self.trusted)
@@ -178,46 +186,14 @@ class RateLimitMiddleware:
             decision = await limiter.check_request(identity)
             if not decision.allowed:
                 REJECTED.labels("rate_limited").inc()
+                if socket and "websocket.http.response" not in scope.get("extensions", {}):
+                    await send({"type": "websocket.close", "code": 1008, "reason": ""})
+                    return
                 await send_error(send, 429, "Too many requests; slow down", "RATE_LIMITED",
                                  [(b"retry-after", str(decision.retry_after).encode())],
-                                 retryAfter=decision.retry_after)
+                                 socket=socket, retryAfter=decision.retry_after)
                 return
         await self.app(scope, receive, send)
-
-
-class SocketRateLimit:
-    """A WebSocket's opening counts as one request of its client IP against
-    `RATE_LIMIT_PER_MINUTE` (the token comes later, in `connection_init`): over it the handshake
-    is refused with 429 and `Retry-After` (or closed, 403, where the server cannot send an HTTP
-    response to a WebSocket). Bounds how fast one client can open sockets; the number open is
-    bounded by `LIVE_MAX_CONNECTIONS`."""
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.trusted = TrustedProxies(settings.trusted_proxies)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limiter: RateLimiter | None = getattr(scope["app"].state, "rate_limiter", None)
-        if limiter is not None:
-            decision = await limiter.check_request(f"ip:{client_ip(scope, self.trusted)}")
-            if not decision.allowed:
-                REJECTED.labels("rate_limited").inc()
-                await _refuse_socket(send, scope, decision.retry_after)
-                return
-        await self.app(scope, receive, send)
-
-
-async def _refuse_socket(send: Send, scope: Scope, retry_after: int) -> None:
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        await send({"type": "websocket.close", "code": 1008, "reason": ""})
-        return
-    body = orjson.dumps({"errors": [{"message": "Too many requests; slow down",
-                                     "extensions": {"code": "RATE_LIMITED",
-                                                    "retryAfter": retry_after}}]})
-    await send({"type": "websocket.http.response.start", "status": 429, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode())]})
-    await send({"type": "websocket.http.response.body", "body": body})
 
 
 class GraphQLBodyGate:

@@ -48,7 +48,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.cache.fields import CACHE_HITS, CACHE_MISSES, CacheUnavailable, cache_of
 from gateway.data.resources import Resources
 from gateway.errors import BadUserInput
-from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, error_body, load_json, parsed_body
+from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, load_json, parsed_body
+from gateway.http.middleware import send_error
 from gateway.http.responses import run_capturing
 from gateway.ops.metrics import REJECTED
 from gateway.ops.settings import Settings, SettingsError
@@ -311,7 +312,8 @@ class PersistedQueries:
         except Refusal as refusal:
             if refusal.reason:
                 REJECTED.labels(refusal.reason).inc()
-            await _answer(send, refusal)
+            await send_error(send, refusal.status, refusal.message, refusal.code,
+                             refusal.headers)
             return
         if register is None:
             await self.app(scope, receive, send)
@@ -370,10 +372,3 @@ class PersistedQueries:
             await self.store.put(resources, query_hash, text)
 
 
-async def _answer(send: Send, refusal: Refusal) -> None:
-    body = orjson.dumps(error_body(refusal.message, refusal.code))
-    await send({"type": "http.response.start", "status": refusal.status, "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *refusal.headers]})
-    await send({"type": "http.response.body", "body": body})

@@ -206,7 +206,6 @@ class _Subject:
 
     followers: set[Follower] = field(default_factory=set)
     last_flush: float = -math.inf
-    due: float | None = None  # when the next flush may run (the loop's clock); None: none asked
     published_at: float | None = None  # the earliest change waiting for the next flush
 
 
@@ -305,9 +304,8 @@ class Hub:
             if published_at is not None:
                 subject.published_at = published_at if subject.published_at is None \
                     else min(subject.published_at, published_at)
-            if subject.due is None:
-                subject.due = max(now, subject.last_flush + self.coalesce)
-                self._due[user_id] = subject.due
+            if user_id not in self._due:
+                self._due[user_id] = max(now, subject.last_flush + self.coalesce)
         self._arm()
 
     def _arm(self) -> None:
@@ -334,7 +332,6 @@ class Hub:
             subject = self._subjects.get(user_id)
             if subject is None:
                 continue
-            subject.due = None
             subject.last_flush = now
             if subject.published_at is not None:
                 published[user_id] = subject.published_at

@@ -85,18 +85,23 @@ _VERIFIED = _VerifiedTokens(VERIFIED_CACHE_SIZE)
 
 def decode_access_token(settings: Settings, token: str) -> Caller:
     """The caller named by a valid access token; `Unauthenticated` for anything else."""
+    return verify_access_token(settings, token)[0]
+
+
+def verify_access_token(settings: Settings, token: str) -> tuple[Caller, float]:
+    """The caller named by a valid access token and when it expires (unix seconds: a live
+    connection is closed then); `Unauthenticated` for anything else."""
     key = (token, settings.jwt_secret_key, settings.jwt_algorithm, settings.jwt_audience,
            settings.jwt_issuer)
     known = _VERIFIED.get(key)
     if known is not None:
-        caller, expires = known
-        if expires > time.time():
-            return caller
+        if known[1] > time.time():
+            return known
         _VERIFIED.drop(key)
         raise Unauthenticated("Access token expired")
     caller, expires = _verify(settings, token)
     _VERIFIED.put(key, caller, expires)
-    return caller
+    return caller, expires
 
 
 def _verify(settings: Settings, token: str) -> tuple[Caller, float]:
