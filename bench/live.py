@@ -510,10 +510,7 @@ async def bench_latency(users_in_dataset: int, dsn: str, redis_url: str, env: di
         for result in results:
             arrivals.update({u: [(t, n) for t, n in a] for u, a in result["arrivals"].items()})
         delays = match_delays(writes, arrivals)
-        closes: dict[str, int] = {}
-        for result in results:
-            for reason, count in result["closes"].items():
-                closes[reason] = closes.get(reason, 0) + count
+        closes = server_closes(results)
         ms = [d * 1000 for d in delays.seconds]
         pushed = sum(r.get("pushes", 0) for r in results) - subscribed  # after the first ones
 
@@ -547,21 +544,40 @@ async def bench_latency(users_in_dataset: int, dsn: str, redis_url: str, env: di
             f"{writer['rate_per_s']}/s (lag p99 {writer['lag_p99_ms']} ms); {pushed} pushes, "
             f"API CPU {api_cpu:.1f} s; load {load:.2f}")
     except (RuntimeError, TimeoutError, OSError) as exc:
-        reason = f"failed: {str(exc)[:300] or type(exc).__name__}"
-        report.runs.append(Run(scenario, users_in_dataset, len(users), skipped=reason,
-                               kind="live"))
-        log(f"{scenario}: {reason}")
+        report_failure(report, scenario, users_in_dataset, len(users), exc)
     finally:
-        for client in clients:
-            kill_client(client)
-        for server in reversed(servers):
-            stop_process(server.process)
+        stop_all(clients, servers)
         with contextlib.suppress(asyncpg.PostgresError, OSError):
             conn = await asyncpg.connect(dsn)
             try:
                 await conn.execute("delete from tasks where title = $1", TASK_TITLE)
             finally:
                 await conn.close()
+
+
+def server_closes(results: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """The server's closes seen by all client processes, summed by reason."""
+    closes: dict[str, int] = {}
+    for result in results:
+        for reason, count in result["closes"].items():
+            closes[reason] = closes.get(reason, 0) + count
+    return closes
+
+
+def report_failure(report: Report, scenario: str, users_in_dataset: int, asked: int,
+                   exc: BaseException) -> None:
+    """A live scenario that could not run to its end: recorded as skipped, with why."""
+    reason = f"failed: {str(exc)[:300] or type(exc).__name__}"
+    report.runs.append(Run(scenario, users_in_dataset, asked, skipped=reason, kind="live"))
+    log(f"{scenario}: {reason}")
+
+
+def stop_all(clients: Sequence[Client], servers: Sequence[Server]) -> None:
+    """Stop a scenario's client processes, then its servers (last started first)."""
+    for client in clients:
+        kill_client(client)
+    for server in reversed(servers):
+        stop_process(server.process)
 
 
 async def bench_idle(users_in_dataset: int, env: dict[str, str], tokens: list[tuple[str, str]],
@@ -587,10 +603,7 @@ async def bench_idle(users_in_dataset: int, env: dict[str, str], tokens: list[tu
         peak = peak_rss_mib(api.process.pid)
         metrics = live_metrics(api)
         results = await stop_clients(clients)
-        closes: dict[str, int] = {}
-        for result in results:
-            for reason, count in result["closes"].items():
-                closes[reason] = closes.get(reason, 0) + count
+        closes = server_closes(results)
         per_socket = (round((held - before) * 1024 / subscribed, 1)
                       if held is not None and before is not None and subscribed else None)
         report.runs.append(Run(scenario, users_in_dataset, len(tokens), requests=subscribed,
@@ -609,15 +622,9 @@ async def bench_idle(users_in_dataset: int, env: dict[str, str], tokens: list[tu
         log(f"{scenario}: {subscribed} of {len(tokens)} held ({failed} failed) after "
             f"{opening:.0f} s; RSS {before} -> {held} MiB (peak {peak}), {per_socket} KiB each")
     except (RuntimeError, TimeoutError, OSError) as exc:
-        reason = f"failed: {str(exc)[:300] or type(exc).__name__}"
-        report.runs.append(Run(scenario, users_in_dataset, len(tokens), skipped=reason,
-                               kind="live"))
-        log(f"{scenario}: {reason}")
+        report_failure(report, scenario, users_in_dataset, len(tokens), exc)
     finally:
-        for client in clients:
-            kill_client(client)
-        for server in reversed(servers):
-            stop_process(server.process)
+        stop_all(clients, servers)
 
 
 async def bench_live(users_in_dataset: int, dsn: str, redis_url: str, env: dict[str, str],

@@ -75,6 +75,18 @@ async def database_url(server_urls: tuple[str, str]) -> AsyncIterator[str]:
 
 
 @pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that stop, pause or restart it (`stop()`
+    resumes a paused one first)."""
+    server = RedisServer(tmp_path / "redis", port=free_port(), tied_to_parent=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def scratch_dir() -> Iterator[Path]:
     """A private folder outside pytest's tmp tree, for a throwaway PostgreSQL cluster: pytest
     resets its own root to mode 0700 when a session starts, which would lock out the system user

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,7 +18,7 @@ from redis.asyncio import Redis
 from gateway.cache.clients import create_redis
 from gateway.cache.fields import cache_of
 from gateway.data.resources import Resources
-from gateway.dev.embedded import RedisServer, free_port
+from gateway.dev.embedded import RedisServer
 from gateway.ops.circuit import CircuitBreaker, CircuitOpen, Permit
 from gateway.ops.settings import Settings
 from tests.factories import UserFactory
@@ -39,16 +37,6 @@ class CountingRedis:
         if name in ("mget", "pipeline", "get", "set", "incr"):
             self.calls += 1
         return attr
-
-
-@pytest.fixture
-async def own_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", port=free_port())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def make_resources(settings: Settings, pool: asyncpg.Pool, server: RedisServer,

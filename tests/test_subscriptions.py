@@ -77,6 +77,12 @@ def _samples(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def _statements_run(names: tuple[str, ...]) -> dict[str, float]:
+    """How many times each named SQL statement has run in this process so far."""
+    return {name: _samples("analytics_db_query_duration_seconds_count", query_type=name)
+            for name in names}
+
+
 async def test_first_event_is_the_answer_of_the_same_query_and_a_write_pushes_the_new_one(
         live_settings: Settings, users: UserFactory, pool: asyncpg.Pool, redis: Redis,
         token_for: Callable[..., str]) -> None:
@@ -317,14 +323,12 @@ async def test_many_connections_following_one_user_compute_each_figure_once_per_
             for client in clients:
                 await client.subscribe("dash", DASHBOARD, variables)
                 await client.data("dash")
-            before = {name: _samples("analytics_db_query_duration_seconds_count",
-                                     query_type=name) for name in statements}
+            before = _statements_run(statements)
             await _post(server.http, CREATE, token)  # a new data version: every cache misses
             for client in clients:
                 pushed = await client.data("dash")
                 assert pushed["dashboard"]["overview"]["totalTasks"] == 2
-            after = {name: _samples("analytics_db_query_duration_seconds_count",
-                                    query_type=name) for name in statements}
+            after = _statements_run(statements)
     assert {name: after[name] - before[name] for name in statements} == \
         dict.fromkeys(statements, 1.0)
 
@@ -349,14 +353,12 @@ async def test_users_changed_together_are_pushed_with_one_statement_per_figure(
         for user in followed:  # plain SQL (the trigger raises the data version): no message
             await users.task(user)
         await asyncio.sleep(2 * live_settings.live_coalesce_ms / 1000)  # all due at once
-        before = {name: _samples("analytics_db_query_duration_seconds_count",
-                                 query_type=name) for name in statements}
+        before = _statements_run(statements)
         await publish(redis, [user.id for user in followed])
         for client in clients:
             pushed = await client.data("dash")
             assert pushed["dashboard"]["overview"]["totalTasks"] == 2
-        after = {name: _samples("analytics_db_query_duration_seconds_count",
-                                query_type=name) for name in statements}
+        after = _statements_run(statements)
     assert {name: after[name] - before[name] for name in statements} == \
         dict.fromkeys(statements, 1.0)
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 
-from gateway.dev.embedded import RedisServer, free_port
+from gateway.dev.embedded import RedisServer
 from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 from tests.live_client import LiveClient, live_server
@@ -28,16 +27,6 @@ pytestmark = pytest.mark.slow
 
 OVERVIEW = "subscription { overview { totalTasks } }"
 CREATE = 'mutation { createTask(input: {title: "while Redis was down"}) { id } }'
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", port=free_port(), tied_to_parent=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_subscription_survives_a_redis_outage_and_catches_up_once_it_is_back(

@@ -20,13 +20,11 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -34,7 +32,7 @@ import pytest
 
 from gateway.cache.clients import breaker_for, create_redis
 from gateway.cache.fields import cache_of
-from gateway.dev.embedded import RedisServer, free_port
+from gateway.dev.embedded import RedisServer
 from gateway.errors import ServiceUnavailable
 from gateway.ops.circuit import CircuitOpen
 from gateway.ops.settings import Settings
@@ -57,17 +55,6 @@ AFTER_SECONDS = 2.0   # just after SIGCONT: the breakers probe, close, and stale
 COOLDOWN = 1.0        # CACHE_CIRCUIT_SECONDS: several probes fall inside the pause
 SOCKET_TIMEOUT = 0.2  # REDIS_CACHE_TIMEOUT, the production default
 MARGIN = 0.25
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", port=free_port(), tied_to_parent=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.resume()  # a paused server ignores SIGTERM; stop() resumes it too
-        server.stop()
 
 
 @dataclass
