@@ -31,6 +31,8 @@ class Context:
     response: Any = None
     # Free-form per-request notes, e.g. which fields came from the cache (extensions.cache).
     notes: dict[str, Any] = field(default_factory=dict)
+    # The caller's account row as the edge read it (primes the user loader).
+    account: Any = None
 
     @cached_property
     def loaders(self) -> Loaders:
@@ -38,6 +40,16 @@ class Context:
         from loaders import Loaders
 
         return Loaders(self.resources, self.notes)
+
+    def fresh(self) -> Context:
+        """The same caller and request with new loaders and notes: for running the operation
+        again from the start (a compiled plan that hands over to graphql-core)."""
+        context = Context(request=self.request, resources=self.resources, caller=self.caller,
+                          client_ip=self.client_ip, auth_error=self.auth_error,
+                          response=self.response, account=self.account)
+        if self.caller is not None and self.account is not None:
+            context.loaders.user.prime(self.caller.id, self.account)
+        return context
 
     def require_caller(self) -> Caller:
         """The signed-in caller, or UNAUTHENTICATED (with the token's own problem, if any), or

@@ -23,6 +23,7 @@ from gateway.errors import BadUserInput
 from resolvers import live
 from resolvers.context import Info
 from schema.analytics import FromArg, Overview, Period, Productivity, Trends
+from schema.compiled import compiled_event
 
 
 @strawberry.type(description="The three figures a dashboard shows, as one event.")
@@ -107,6 +108,12 @@ class LiveExecutionContext(StrawberryGraphQLCoreExecutionContext):
     push costs microseconds. Queries and mutations are executed as before."""
 
     def build_per_event_executor(self, payload: Any) -> Any:
+        """The event completed by the document's compiled plan when it has one (schema/compiled.py;
+        graphql-core's executor then only when the plan hands over), else by graphql-core."""
+        compiled = compiled_event(self, payload, lambda: self._graphql_core_event(payload))
+        return compiled if compiled is not None else self._graphql_core_event(payload)
+
+    def _graphql_core_event(self, payload: Any) -> Any:
         executor = super().build_per_event_executor(payload)
         for name, memo in (("_relevant_sub_fields", {}), ("_initial_execution_plans", RefMap()),
                            ("_deferred_execution_plans", RefMap())):

@@ -59,6 +59,8 @@ from gateway.ops.runtime import tune_gc
 from gateway.ops.sentry import close_sentry, init_sentry
 from gateway.ops.settings import Settings
 from gateway.security.ratelimit import RateLimiter
+from schema.compiled import CompiledOperations
+from schema.extensions.limits import Limits
 from schema.schema import build_schema, graphql_extensions
 
 log = logging.getLogger(__name__)
@@ -230,8 +232,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("gateway stopped")
 
     schema = build_schema(extensions=graphql_extensions(settings))
+    # Hot queries from plans compiled once per document (schema/compiled.py).
+    compiled = CompiledOperations(schema, Limits.from_settings(settings)) \
+        if settings.compiled_execution else None
     graphql = GraphQLApp(schema, graphql_ide=None if settings.is_production else "graphiql",
-                         production=settings.is_production)
+                         production=settings.is_production, compiled=compiled)
     routes: list[Route] = [
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),

@@ -45,10 +45,12 @@ from gateway.http.graphiql import graphiql_page
 from gateway.http.identity import account_of, identify, verified_caller
 from gateway.http.responses import RETRY_STATUSES, ORJSONResponse
 from gateway.live.hub import CLOSE_SLOW, CLOSE_TRY_LATER, CLOSE_UNAUTHORIZED, Connection, Hub
+from gateway.ops import metrics
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller, bearer_token, verify_access_token
 from resolvers.context import Context
 from resolvers.live import LiveContext
+from schema.compiled import CompiledOperations, Fallback
 from schema.extensions.errors import replacement_for, shape_errors
 
 log = logging.getLogger(__name__)
@@ -282,13 +284,15 @@ class GraphQLApp(GraphQL[Context, None]):
     refused for its input (BAD_USER_INPUT and no data). Strawberry's own refusals (no query, bad
     JSON, an unknown operation...) are JSON with a code too, not plain text."""
 
-    def __init__(self, *args: Any, production: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, production: bool = False,
+                 compiled: CompiledOperations | None = None, **kwargs: Any) -> None:
         # WebSocket: graphql-transport-ws only (the legacy graphql-ws protocol is refused, 4406);
         # the caps per connection and per user are the hub's, with a code of their own.
         kwargs.setdefault("subscription_protocols", (GRAPHQL_TRANSPORT_WS_PROTOCOL,))
         kwargs.setdefault("max_subscriptions_per_connection", None)
         super().__init__(*args, **kwargs)
         self.production = production
+        self.compiled = compiled  # None: COMPILED_EXECUTION=false
 
     graphql_transport_ws_handler_class = LiveHandler
     websocket_adapter_class = TextWebSocket
@@ -322,6 +326,7 @@ class GraphQLApp(GraphQL[Context, None]):
             # SERVICE_UNAVAILABLE for an outage, else masked as INTERNAL_SERVER_ERROR and logged.
             context.caller, context.auth_error = None, replacement_for(exc) or exc
             return
+        context.account = account
         context.loaders.user.prime(context.caller.id, account)
 
     @staticmethod
@@ -362,6 +367,31 @@ class GraphQLApp(GraphQL[Context, None]):
         finally:
             _PARSED.reset(kept)
         await response(scope, receive, send)
+
+    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
+                             context: Context, root_value: Any, request_data: Any
+                             ) -> ExecutionResult:
+        """A query whose document has a compiled plan runs it (schema/compiled.py); anything
+        else, and any request the plan hands back (an error to report), runs through Strawberry,
+        which also teaches the plan cache the documents it answered without errors."""
+        compiled, query = self.compiled, request_data.query
+        known = None
+        if compiled is not None and isinstance(query, str) and (
+                request_adapter.method != "GET" or self.allow_queries_via_get):
+            known = compiled.prepared(query, request_data.operation_name)
+            if known is not None:
+                try:
+                    return await compiled.execute(known, request_data.variables, context, query)
+                except Fallback as handover:
+                    metrics.COMPILED_FALLBACKS.labels(handover.reason).inc()
+                    log.debug("compiled plan handed over (%s)", handover.reason,
+                              exc_info=handover.__cause__ is not None)
+                    context = context.fresh()
+        result = await super().execute_single(request, request_adapter, sub_response, context,
+                                              root_value, request_data)
+        if compiled is not None and known is None and isinstance(query, str):
+            compiled.learn(query, request_data.operation_name, request_data.variables, result)
+        return result
 
     async def render_graphql_ide(self, request: Request) -> Response:
         """Our GraphiQL page: vendored assets, a CSP, the dashboard query and, in development,

@@ -49,6 +49,14 @@ GRAPHQL_OPERATIONS = Counter("analytics_graphql_operations_total",
 GRAPHQL_DURATION = Histogram("analytics_graphql_operation_duration_seconds",
                              "GraphQL operation duration in seconds", ["operation", "type"],
                              buckets=LATENCY_BUCKETS)
+COMPILED_OPERATIONS = Counter("analytics_compiled_operations_total",
+                              "GraphQL queries answered by a compiled plan (schema/compiled.py)")
+COMPILED_EVENTS = Counter("analytics_compiled_events_total",
+                          "Subscription events completed by a compiled plan (schema/compiled.py)")
+COMPILED_FALLBACKS = Counter("analytics_compiled_fallbacks_total",
+                             "Queries with a compiled plan answered by graphql-core instead, by "
+                             "reason (an error to report, variables the plan cannot take)",
+                             ["reason"])
 DB_UNAVAILABLE = Counter("analytics_db_unavailable_total",
                          "Requests answered 503 because PostgreSQL could not be reached")
 REJECTED = Counter("analytics_requests_rejected_total",

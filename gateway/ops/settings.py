@@ -284,6 +284,9 @@ class Settings:
     enable_response_cache: bool = setting(
         "true", _bool, "also cache whole own-dashboard responses (with ENABLE_QUERY_CACHE)")
     enable_response_compression: bool = setting("true", _bool)
+    compiled_execution: bool = setting(
+        "true", _bool, "answer queries from plans compiled once per document "
+        "(schema/compiled.py); false: graphql-core executes everything")
 
     # Persisted queries (gateway/http/persisted.py; docs/api.md, "Persisted queries")
     enable_persisted_queries: bool = setting(

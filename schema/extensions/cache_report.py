@@ -19,14 +19,19 @@ class CacheExtension(SchemaExtension):
     with `X-Cache-Debug: 1`. Registered by `schema.schema.build_schema`."""
 
     def get_results(self) -> dict[str, Any]:
-        context = self.execution_context.context
-        report = getattr(context, "notes", {}).get("cache")
-        if not report or not _debug_wanted(context):
-            return {}
-        return {"cache": {
-            field: {"hit": entry["misses"] == 0, "age": _age(entry["age"]),
-                    "hits": entry["hits"], "misses": entry["misses"]}
-            for field, entry in report.items()}}
+        return cache_report(self.execution_context.context)
+
+
+def cache_report(context: Any) -> dict[str, Any]:
+    """`{"cache": {...}}` for the request of `context`, or `{}` when there is nothing to report
+    or the caller may not see it (shared with the compiled plans of schema/compiled.py)."""
+    report = getattr(context, "notes", {}).get("cache")
+    if not report or not _debug_wanted(context):
+        return {}
+    return {"cache": {
+        field: {"hit": entry["misses"] == 0, "age": _age(entry["age"]),
+                "hits": entry["hits"], "misses": entry["misses"]}
+        for field, entry in report.items()}}
 
 
 def _age(age: float | None) -> float | None:

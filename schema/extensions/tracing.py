@@ -58,21 +58,27 @@ class OperationSpan(SchemaExtension):
 
     def _finish(self, span: trace.Span) -> None:
         context = self.execution_context
-        operation = executed_operation(context)
-        if operation is not None:
-            kind = operation.operation.value
-            span.set_attribute("graphql.operation.type", kind)
-            if operation.name is not None:
-                span.set_attribute("graphql.operation.name", operation.name.value)
-                span.update_name(f"{kind} {operation.name.value}")
-            else:
-                span.update_name(kind)
         result = context.result
-        errors: list[GraphQLError] = list(getattr(result, "errors", None) or [])
-        codes = sorted({str((e.extensions or {}).get("code", "UNKNOWN")) for e in errors})
-        if codes:
-            span.set_attribute("graphql.error.codes", codes)
-            server = SERVER_CODES.intersection(codes)
-            if server:
-                span.set_status(Status(StatusCode.ERROR, ",".join(sorted(server))))
-        span.end()
+        finish_operation_span(span, executed_operation(context),
+                              list(getattr(result, "errors", None) or []))
+
+
+def finish_operation_span(span: trace.Span, operation: OperationDefinitionNode | None,
+                          errors: list[GraphQLError]) -> None:
+    """Name the operation's span after the operation, note its error codes and end it (shared
+    with the compiled plans of schema/compiled.py, so a trace looks the same either way)."""
+    if operation is not None:
+        kind = operation.operation.value
+        span.set_attribute("graphql.operation.type", kind)
+        if operation.name is not None:
+            span.set_attribute("graphql.operation.name", operation.name.value)
+            span.update_name(f"{kind} {operation.name.value}")
+        else:
+            span.update_name(kind)
+    codes = sorted({str((e.extensions or {}).get("code", "UNKNOWN")) for e in errors})
+    if codes:
+        span.set_attribute("graphql.error.codes", codes)
+        server = SERVER_CODES.intersection(codes)
+        if server:
+            span.set_status(Status(StatusCode.ERROR, ",".join(sorted(server))))
+    span.end()
