@@ -34,7 +34,13 @@ class Run:
     rps_ratio: float | None = None     # rps / baseline rps
     p50_ratio: float | None = None     # p50 / baseline p50
     skipped: str | None = None         # why it did not run
-    kind: str = "graphql"              # graphql, baseline
+    kind: str = "graphql"              # graphql, baseline, peer
+    # user+sys CPU per request of the serving process (its process group) and of PostgreSQL
+    # (the bench cluster's processes) over the run, in ms (None when it could not be read).
+    cpu_ms_per_request: float | None = None
+    pg_cpu_ms_per_request: float | None = None
+    peer: str | None = None            # the peer's equivalent scenario (PEER_SCENARIOS)
+    peer_rps_ratio: float | None = None  # rps / the peer's rps
 
 
 @dataclass
@@ -72,6 +78,9 @@ class Report:
     tracing: dict[str, Any] = field(default_factory=dict)
     # The live subscription scenarios' details (bench/live.py): writer, delays, memory.
     live: dict[str, Any] = field(default_factory=dict)
+    # The peers measured beside the gateway (BENCH_PEERS, bench/peers/): versions, how they
+    # were asked, and the comparisons of peer_comparisons.
+    peers: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +91,7 @@ class Report:
             "targets": [asdict(t) for t in self.targets],
             "tracing": self.tracing,
             "live": self.live,
+            "peers": self.peers,
             "notes": self.notes,
         }
 
@@ -93,7 +103,7 @@ class Report:
                    runs=[Run(**r) for r in data.get("runs", [])], jobs=jobs,
                    targets=[Target(**t) for t in data.get("targets", [])],
                    notes=list(data.get("notes", [])), tracing=dict(data.get("tracing", {})),
-                   live=dict(data.get("live", {})))
+                   live=dict(data.get("live", {})), peers=dict(data.get("peers", {})))
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -221,6 +231,74 @@ def apply_baselines(runs: Sequence[Run], baselines: dict[str, str]) -> None:
             run.p50_ratio = round(run.p50_ms / base.p50_ms, 2)
 
 
+# Each gateway scenario that has a peer's equivalent (bench/peers/), measured in the same run.
+PEER_SCENARIOS = {"overview cold": "postgraphile overview"}
+
+
+def apply_peers(runs: Sequence[Run], peers: dict[str, str]) -> None:
+    """Fill each gateway run's throughput ratio to its peer's equivalent run of the same dataset
+    and concurrency (`peers` maps a scenario to the peer's); None without figures on both sides.
+    """
+    index = {(r.scenario, r.users, r.concurrency): r for r in runs if not r.skipped}
+    for run in runs:
+        peer_name = peers.get(run.scenario)
+        if peer_name is None or run.skipped:
+            continue
+        run.peer = peer_name
+        other = index.get((peer_name, run.users, run.concurrency))
+        if other is not None and other.rps > 0:
+            run.peer_rps_ratio = round(run.rps / other.rps, 3)
+
+
+def _total_cpu(run: Run) -> float | None:
+    if run.cpu_ms_per_request is None or run.pg_cpu_ms_per_request is None:
+        return None
+    return round(run.cpu_ms_per_request + run.pg_cpu_ms_per_request, 3)
+
+
+def peer_comparisons(runs: Sequence[Run], peers: dict[str, str]) -> list[dict[str, Any]]:
+    """For each gateway run that has a measured peer run beside it: both throughputs, their
+    ratio, and the CPU per request of each side (its server, PostgreSQL, both)."""
+    index = {(r.scenario, r.users, r.concurrency): r for r in runs if not r.skipped}
+    found = []
+    for run in runs:
+        peer_name = peers.get(run.scenario)
+        other = index.get((peer_name or "", run.users, run.concurrency))
+        if peer_name is None or run.skipped or other is None:
+            continue
+        found.append({
+            "scenario": run.scenario, "peer": peer_name, "users": run.users,
+            "concurrency": run.concurrency, "rps": run.rps, "peer_rps": other.rps,
+            "rps_ratio": round(run.rps / other.rps, 3) if other.rps > 0 else None,
+            "cpu_ms": run.cpu_ms_per_request, "peer_cpu_ms": other.cpu_ms_per_request,
+            "pg_cpu_ms": run.pg_cpu_ms_per_request,
+            "peer_pg_cpu_ms": other.pg_cpu_ms_per_request,
+            "total_cpu_ms": _total_cpu(run), "peer_total_cpu_ms": _total_cpu(other)})
+    return found
+
+
+def cpu_notes(runs: Sequence[Run], scenarios: Sequence[str]) -> list[str]:
+    """One line per dataset and concurrency: the CPU per request of each of `scenarios` (the
+    serving process, PostgreSQL, their sum), the figure that compares servers sharing one
+    machine's cores."""
+    lines = []
+    keys = sorted({(r.users, r.concurrency) for r in runs
+                   if r.scenario in scenarios and not r.skipped})
+    for users, concurrency in keys:
+        parts = []
+        for scenario in scenarios:
+            found = _find(runs, scenario, users, concurrency)
+            if not found:
+                continue
+            run = found[-1]
+            parts.append(f"{scenario} {_fmt(run.cpu_ms_per_request, ' ms', 2)} + PostgreSQL "
+                         f"{_fmt(run.pg_cpu_ms_per_request, ' ms', 2)} = "
+                         f"{_fmt(_total_cpu(run), ' ms', 2)}")
+        lines.append(f"CPU per request (user+sys), {users} users, c={concurrency}: "
+                     + "; ".join(parts))
+    return lines
+
+
 def _find(runs: Iterable[Run], scenario: str, users: int | None = None,
           concurrency: int | None = None) -> list[Run]:
     return [r for r in runs if r.scenario == scenario and not r.skipped
@@ -304,8 +382,61 @@ def evaluate_targets(runs: Sequence[Run], jobs: Sequence[Job], main_users: int
             targets.append(Target(
                 f"uncached dashboard p50 flat from {sizes[0]} to {sizes[-1]} users",
                 "<= 1.5x", figure, growth <= 1.5))
+    targets += fast_path_targets(runs, main_users)
     targets += tracing_targets(runs, main_users)
     targets += live_targets(runs, main_users)
+    return targets
+
+
+def fast_path_targets(runs: Sequence[Run], main_users: int) -> list[Target]:
+    """Issue 15's targets ("at the floor"), on the main dataset: the ratios at every concurrency
+    of 16 or more (the worst one counts), the admin page's p50 at the lowest concurrency."""
+    targets: list[Target] = []
+
+    def busy(scenario: str) -> list[Run]:
+        return [r for r in _find(runs, scenario, main_users) if r.concurrency >= 16]
+
+    def worst_ratio(label: str, scenario: str, goal: float) -> None:
+        found = [r for r in busy(scenario) if r.rps_ratio is not None]
+        worst = min(found, key=lambda r: r.rps_ratio or 0.0) if found else None
+        ratio = worst.rps_ratio if worst else None
+        targets.append(Target(label, f">= {goal:.0%}",
+                              _fmt(ratio * 100 if ratio is not None else None, "%", 0)
+                              + (f" at c={worst.concurrency}" if worst else ""),
+                              None if ratio is None else ratio >= goal))
+
+    worst_ratio("uncached overview throughput vs its bare SQL endpoint", "overview cold", 0.6)
+    cold = busy("dashboard cold")
+    statements = max((r.queries_per_request for r in cold
+                      if r.queries_per_request is not None), default=None)
+    targets.append(Target("uncached dashboard SQL statements per request", "<= 2",
+                          _fmt(statements), None if statements is None else statements <= 2.05))
+    pg = [r.pg_cpu_ms_per_request for r in cold if r.pg_cpu_ms_per_request is not None]
+    targets.append(Target("uncached dashboard PostgreSQL CPU per request", "<= 1 ms",
+                          _fmt(max(pg) if pg else None, " ms", 2),
+                          None if not pg else max(pg) <= 1.0))
+    worst_ratio("uncached dashboard throughput vs its bare SQL endpoint", "dashboard cold", 0.6)
+    worst_ratio("cached dashboard throughput vs bare Redis endpoint (issue 15)",
+                "dashboard warm", 0.7)
+    for scenario, goal in (("admin cold", 15.0), ("admin warm", 5.0)):
+        found = sorted(_find(runs, scenario, main_users), key=lambda r: r.concurrency)
+        p50 = found[0].p50_ms if found else None
+        kind = "uncached" if scenario == "admin cold" else "cached"
+        targets.append(Target(f"admin users(first: 100) with overviews, {kind} p50",
+                              f"<= {goal:g} ms", _fmt(p50, " ms"),
+                              None if p50 is None else p50 <= goal))
+    compared = [r for r in _find(runs, "overview cold", main_users)
+                if r.peer_rps_ratio is not None]
+    if compared:  # only with BENCH_PEERS: no peer, no target
+        worst = min(compared, key=lambda r: r.peer_rps_ratio or 0.0)
+        peer = _find(runs, worst.peer or "", main_users, worst.concurrency)
+        ours, theirs = _total_cpu(worst), _total_cpu(peer[0]) if peer else None
+        cheaper = ours is not None and theirs is not None and ours < theirs
+        targets.append(Target(
+            f"uncached overview vs {worst.peer}", ">= 2x throughput, less CPU per request",
+            f"{_fmt(worst.peer_rps_ratio, 'x', 2)} at c={worst.concurrency}, CPU "
+            f"{_fmt(ours, ' ms', 2)} vs {_fmt(theirs, ' ms', 2)}",
+            (worst.peer_rps_ratio or 0.0) >= 2 and cheaper))
     return targets
 
 
@@ -339,6 +470,10 @@ def merge_runs(parts: Sequence[Run], scenario: str | None = None) -> Run:
         statements_per_request=weighted([(r.statements_per_request, r.requests)
                                          for r in measured]),
         queries_per_request=weighted([(r.queries_per_request, r.requests) for r in measured]),
+        cpu_ms_per_request=weighted([(r.cpu_ms_per_request, r.requests) for r in measured],
+                                    3),
+        pg_cpu_ms_per_request=weighted([(r.pg_cpu_ms_per_request, r.requests)
+                                        for r in measured], 3),
         peak_rss_mib=max(rss) if rss else None, kind=first.kind)
 
 
@@ -404,11 +539,15 @@ COLUMNS = ("scenario", "users", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "err
 
 def _ratio_text(run: Run) -> str:
     if run.baseline is None:
-        return ""
-    if run.rps_ratio is None and run.p50_ratio is None:
-        return f"{run.baseline}: n/a"
-    return (f"{_fmt(run.rps_ratio * 100 if run.rps_ratio is not None else None, '%', 0)}, "
-            f"{_fmt(run.p50_ratio, 'x', 2)} of {run.baseline}")
+        text = ""
+    elif run.rps_ratio is None and run.p50_ratio is None:
+        text = f"{run.baseline}: n/a"
+    else:
+        text = (f"{_fmt(run.rps_ratio * 100 if run.rps_ratio is not None else None, '%', 0)}, "
+                f"{_fmt(run.p50_ratio, 'x', 2)} of {run.baseline}")
+    if run.peer is not None:  # the throughput ratio to the peer's equivalent, beside it
+        text += f"{'; ' if text else ''}{_fmt(run.peer_rps_ratio, 'x', 2)} req/s of {run.peer}"
+    return text
 
 
 def _sql_text(run: Run) -> str:

@@ -15,7 +15,9 @@ BENCH_RESEED=1 (seed again even when the database is already seeded today), BENC
 scenarios), BENCH_LIVE=0 (leave out the live subscriptions), BENCH_ONLY (only these groups, e.g.
 "live" or "jobs,dashboard"; see SCENARIO_GROUPS), BENCH_OUT (the result file). The live scenarios
 have their own (bench/live.py): BENCH_LIVE_SUBSCRIPTIONS, BENCH_LIVE_SECONDS, BENCH_LIVE_IDLE,
-BENCH_LIVE_FIELD, BENCH_LIVE_DEFLATE, BENCH_LIVE_PARTS.
+BENCH_LIVE_FIELD, BENCH_LIVE_DEFLATE, BENCH_LIVE_PARTS. BENCH_PEERS=postgraphile also measures a
+peer's equivalent of the uncached `overview` in the dashboard group (bench/peers/, installed under
+`.data/bench/peers/` by the run itself).
 `DATABASE_URL` / `REDIS_URL` name servers to use instead (databases `gateway_bench_<users>` are
 created there). By default the run starts its own PostgreSQL cluster from the embedded binaries
 (data under `.data/bench/`, kept so that a dataset seeded today is reused; never the development
@@ -40,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +53,7 @@ import httpx
 
 from bench.baseline import redis_key
 from bench.live import LiveConfig, bench_live
+from bench.peers import PEERS, postgraphile
 from bench.processes import (
     BENCH_DATA_DIR,
     ROOT,
@@ -64,6 +67,7 @@ from bench.processes import (
 from bench.report import (
     LIVE_IDLE,
     LIVE_LATENCY,
+    PEER_SCENARIOS,
     TRACING_BASELINES,
     TRACING_LEVELS,
     TRACING_MODES,
@@ -72,9 +76,12 @@ from bench.report import (
     Run,
     TracingLevel,
     apply_baselines,
+    apply_peers,
+    cpu_notes,
     evaluate_targets,
     merge_runs,
     parse_wrk,
+    peer_comparisons,
     render,
     tracing_costs,
     tracing_scenario,
@@ -100,6 +107,13 @@ DASHBOARD_QUERY = """query Dashboard {
                  leadTimeHours cycleTimeHours onTimeRate mostProductiveWeekday
                  mostProductiveHour }
 }"""
+# The overview alone, every field: the uncached figure the issue compares with the bare endpoint
+# and with the peers (bench/peers/).
+OVERVIEW_QUERY = """query Overview {
+  overview { totalTasks completedTasks pendingTasks inProgressTasks overdueTasks dueTodayTasks
+             completionRate priorityDistribution { high medium low }
+             statusDistribution { todo inProgress done } }
+}"""
 ADMIN_QUERY = """query Admin {
   users(first: 100) { edges { node { id overview { totalTasks completedTasks pendingTasks
     inProgressTasks overdueTasks dueTodayTasks completionRate
@@ -118,6 +132,8 @@ SCENARIO_GROUPS = ("jobs", *HTTP_GROUPS, "live")
 BASELINES = {
     "dashboard warm": "baseline redis dashboard",
     "dashboard cold": "baseline sql dashboard",
+    "overview cold": "baseline sql overview",
+    postgraphile.SCENARIO: "baseline sql overview",
     "admin warm": "baseline redis admin",
     "admin cold": "baseline sql admin",
     "mutation mix": "baseline sql dashboard",
@@ -144,6 +160,7 @@ class Config:
     live_enabled: bool = True  # BENCH_LIVE=0: no live subscription scenarios
     only: frozenset[str] = frozenset()  # BENCH_ONLY: these scenario groups (SCENARIO_GROUPS)
     live: LiveConfig = field(default_factory=LiveConfig)
+    peers: frozenset[str] = frozenset()  # BENCH_PEERS: peers measured beside the gateway (PEERS)
 
     def wants(self, group: str) -> bool:
         """Whether the scenario group runs: in BENCH_ONLY (when set) and not switched off."""
@@ -177,7 +194,8 @@ class Config:
             tracing=env.get("BENCH_TRACING", "1") not in ("0", "false", "no"),
             live_enabled=env.get("BENCH_LIVE", "1") not in ("0", "false", "no"),
             only=scenario_groups(env.get("BENCH_ONLY", "")),
-            live=LiveConfig.from_env(env, quick))
+            live=LiveConfig.from_env(env, quick),
+            peers=peer_names(env.get("BENCH_PEERS", "")))
 
 
 def scenario_groups(text: str) -> frozenset[str]:
@@ -188,6 +206,16 @@ def scenario_groups(text: str) -> frozenset[str]:
         raise SystemExit(f"BENCH_ONLY: unknown {', '.join(sorted(unknown))}; the groups are "
                          f"{', '.join(SCENARIO_GROUPS)}")
     return groups
+
+
+def peer_names(text: str) -> frozenset[str]:
+    """BENCH_PEERS's peers ("postgraphile"); empty: none."""
+    names = frozenset(p.strip() for p in text.split(",") if p.strip())
+    unknown = names - set(PEERS)
+    if unknown:
+        raise SystemExit(f"BENCH_PEERS: unknown {', '.join(sorted(unknown))}; the peers are "
+                         f"{', '.join(PEERS)}")
+    return names
 
 
 # --- processes (bench/processes.py) -------------------------------------------------------------
@@ -215,6 +243,52 @@ class Processes:
         for server in reversed(self.stop_embedded):
             server.stop()
         self.stop_embedded.clear()
+
+
+def _proc_stats() -> Iterator[tuple[int, int, int, int]]:
+    """(pid, parent pid, process group, clock ticks) of every process now; the ticks are its
+    user+sys time and that of its children that ended (so that a PostgreSQL backend that exits
+    during a run still counts, in its postmaster)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        # After the command name in parentheses: state ppid pgrp ... utime (12th), stime,
+        # cutime, cstime.
+        fields = text.rpartition(")")[2].split()
+        yield (int(entry.name), int(fields[1]), int(fields[2]),
+               sum(int(value) for value in fields[11:15]))
+
+
+def cpu_seconds(group: int | None = None, postmasters: Sequence[int] = ()) -> float | None:
+    """User+sys CPU seconds so far of the processes of process group `group` (a server started in
+    a session of its own, with its workers), or of `postmasters` and their children (PostgreSQL's
+    backends). None when /proc cannot be read. A process that ended meanwhile counts in its
+    parent when that is one of them (a backend in its postmaster), and not at all otherwise."""
+    try:
+        stats = list(_proc_stats())
+    except (OSError, IndexError, ValueError):
+        return None
+    ticks = sum(t for pid, ppid, pgrp, t in stats
+                if (group is not None and pgrp == group)
+                or pid in postmasters or ppid in postmasters)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_pids(procs: Processes) -> list[int]:
+    """The postmasters of the clusters this run started (their `postmaster.pid`); none when the
+    database is someone else's (DATABASE_URL)."""
+    pids = []
+    for server in procs.stop_embedded:
+        pgdata = getattr(server, "pgdata", None)
+        if pgdata is None:
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pids.append(int((Path(pgdata) / "postmaster.pid").read_text().split()[0]))
+    return pids
 
 
 def ensure_wrk() -> str:
@@ -383,6 +457,7 @@ def missing_for(scenario: str, fields: dict[str, set[str]], live_field: str = "d
         "mix": [("Query", "overview"), ("Query", "trends"), ("Query", "productivity"),
                 ("Mutation", "createTask"), ("Mutation", "updateTask")],
         "live": [("Subscription", live_field)],
+        "overview": [("Query", "overview")],
     }[scenario]
     missing = [f"{t}.{f}" for t, f in needs if f not in fields.get(t, set())]
     return f"schema has no {', '.join(missing)}" if missing else None
@@ -614,7 +689,8 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
         tokens = {u: create_access_token(settings, u, "user") for u in sample}
         admin_token = create_access_token(settings, admin_id, "admin")
         fields = schema_fields()
-        skip = {name: missing_for(name, fields) for name in ("dashboard", "admin", "mix")}
+        skip = {name: missing_for(name, fields)
+                for name in ("dashboard", "admin", "mix", "overview")}
         dashboard_body, admin_body = gql_body(DASHBOARD_QUERY), gql_body(ADMIN_QUERY)
         dash_dir = write_load_files(workdir / f"dash-{users}", list(tokens.values()),
                                     dashboard_body)
@@ -623,12 +699,20 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                                    dashboard_body, [open_tasks.get(u, "") for u in tokens])
         (mix_dir / "create.json").write_text(gql_body(CREATE_MUTATION))
         (mix_dir / "complete.json").write_text(gql_body(COMPLETE_MUTATION, {"id": "__TASK__"}))
+        overview_body = gql_body(OVERVIEW_QUERY)
+        overview_dir = write_load_files(workdir / f"overview-{users}", list(tokens.values()),
+                                        overview_body)
+        # The peers get the same callers' tokens with their own equivalent query.
+        peer_dir = write_load_files(workdir / f"peer-{users}", list(tokens.values()),
+                                    postgraphile.BODY)
 
         to_record = {}
         if not skip["dashboard"]:
             to_record["dashboard"] = (sample[0], tokens[sample[0]], dashboard_body)
         if not skip["admin"] and main:
             to_record["admin"] = (admin_id, admin_token, admin_body)
+        if not skip["overview"] and cfg.wants("dashboard"):
+            to_record["overview"] = (sample[0], tokens[sample[0]], overview_body)
         recorded = await record_sql(settings, to_record) if to_record else {}
         statements_file = workdir / f"statements-{users}.pkl"
         statements_file.write_bytes(pickle.dumps(recorded))
@@ -645,11 +729,16 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
         for server in (api_warm, api_cold):
             wait_healthy(server, "/health")
         wait_healthy(baseline, "/nothing")
+        peer, peer_skip = await start_peer(cfg, users, dsn, conn, settings, tokens, procs,
+                                           report, main, skip["overview"])
+        postmasters = postmaster_pids(procs)
 
         async def measure(scenario: str, server: Server, path: str, mode: str,
                           data_dir: Path, concurrency: int, kind: str = "graphql"
                           ) -> Run | None:
             before = await statement_counts(conn)
+            cpu_before = cpu_seconds(group=server.process.pid)
+            pg_before = cpu_seconds(postmasters=postmasters) if postmasters else None
             label = f"{scenario.replace(' ', '-')}-{users}-c{concurrency}"
             profile = (cfg.profile and main and concurrency == max(cfg.concurrency)
                        and scenario in ("dashboard cold", "dashboard warm", "admin warm"))
@@ -665,14 +754,21 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                 report.runs.append(Run(scenario, users, concurrency, skipped=reason, kind=kind))
                 log(f"{scenario} c={concurrency}: {reason}")
                 return None
+            cpu_after = cpu_seconds(group=server.process.pid)
+            pg_after = cpu_seconds(postmasters=postmasters) if postmasters else None
             after = await statement_counts(conn)
-            per_request = queries = None
+            per_request = queries = cpu_ms = pg_cpu_ms = None
             if before is not None and after is not None and figures["requests"]:
                 per_request = round((after[0] - before[0]) / figures["requests"], 2)
                 queries = round((after[1] - before[1]) / figures["requests"], 2)
+            if cpu_before is not None and cpu_after is not None and figures["requests"]:
+                cpu_ms = round((cpu_after - cpu_before) * 1000 / figures["requests"], 3)
+            if pg_before is not None and pg_after is not None and figures["requests"]:
+                pg_cpu_ms = round((pg_after - pg_before) * 1000 / figures["requests"], 3)
             run = Run(scenario, users, concurrency, statements_per_request=per_request,
                       queries_per_request=queries, peak_rss_mib=peak_rss_mib(server.process.pid),
-                      kind=kind, **figures)
+                      kind=kind, cpu_ms_per_request=cpu_ms, pg_cpu_ms_per_request=pg_cpu_ms,
+                      **figures)
             report.runs.append(run)
             log(f"{scenario:<26} users={users:<6} c={concurrency:<3} {run.rps:8.1f} req/s  "
                 f"p50 {run.p50_ms} ms  p95 {run.p95_ms} ms  errors {run.errors}  "
@@ -701,6 +797,36 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                 await measure("baseline sql dashboard", baseline, "/sql/dashboard", "read",
                               dash_dir, c, "baseline")
                 await measure("dashboard cold", api_cold, "/graphql", "read", dash_dir, c)
+        if not cfg.wants("dashboard"):
+            pass
+        elif skip["overview"]:
+            for scenario in ("baseline sql overview", "overview cold"):
+                skipped(scenario, skip["overview"])
+        else:
+            # The uncached overview beside the floor of its statements and the peers' equivalent,
+            # at each concurrency in turn. Each server first gets the same short warm-up (the
+            # peer's JIT, the pools' connections), unmeasured.
+            warmup = max(1, cfg.duration // 4)
+            warm_targets = [(api_cold, overview_dir), (baseline, overview_dir)]
+            if peer is not None:
+                warm_targets.append((peer, peer_dir))
+            for server, data_dir in warm_targets:
+                path = "/sql/overview" if server is baseline else "/graphql"
+                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                    await asyncio.to_thread(run_wrk, wrk, server.url + path, "read", data_dir,
+                                            max(cfg.concurrency), warmup)
+            for c in cfg.concurrency:
+                await measure("baseline sql overview", baseline, "/sql/overview", "read",
+                              overview_dir, c, "baseline")
+                await measure("overview cold", api_cold, "/graphql", "read", overview_dir, c)
+                if peer is not None:
+                    await measure(postgraphile.SCENARIO, peer, "/graphql", "read", peer_dir, c,
+                                  "peer")
+                elif peer_skip is not None:
+                    report.runs.append(Run(postgraphile.SCENARIO, users, c, skipped=peer_skip,
+                                           kind="peer"))
+        if peer is not None:  # measured: its pool need not stay open through the rest
+            stop_process(peer.process)
         if main and cfg.wants("admin"):
             if skip["admin"]:
                 for scenario in ("admin warm", "admin cold"):
@@ -737,6 +863,33 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
         procs.stop_servers()
         await redis.aclose()
         await conn.close()
+
+
+async def start_peer(cfg: Config, users: int, dsn: str, conn: asyncpg.Connection,
+                     settings: Settings, tokens: dict[uuid.UUID, str], procs: Processes,
+                     report: Report, main: bool, missing: str | None
+                     ) -> tuple[Server | None, str | None]:
+    """The PostGraphile peer (BENCH_PEERS=postgraphile) installed, started on this dataset's
+    database and verified, for the main dataset's dashboard group: (its server, None), or (None,
+    why it is not measured), or (None, None) when it was not asked for here. Its failure is
+    reported loudly, and the rest of the run goes on."""
+    if postgraphile.NAME not in cfg.peers or not main or not cfg.wants("dashboard"):
+        return None, None
+    if missing:
+        reason = f"nothing to compare with: {missing}"
+    else:
+        try:
+            server, info = await postgraphile.launch(dsn, conn, settings, tokens, procs.servers,
+                                                     users)
+        except postgraphile.PeerError as exc:
+            reason = f"FAILED: {exc}"
+        else:
+            report.peers[postgraphile.NAME] = info
+            return server, None
+    log(f"PEER {postgraphile.NAME} NOT MEASURED, {reason}")
+    report.notes.append(f"peer {postgraphile.NAME} not measured, {reason}")
+    report.peers[postgraphile.NAME] = {"skipped": reason}
+    return None, reason[:300]
 
 
 # --- tracing --------------------------------------------------------------------------------------
@@ -1011,11 +1164,14 @@ def machine_info(server_version: str | None) -> dict[str, Any]:
 
 async def run(cfg: Config) -> Report:
     wrk = ensure_wrk() if any(cfg.wants(group) for group in HTTP_GROUPS) else "wrk"
+    if cfg.peers and not cfg.wants("dashboard"):
+        log("BENCH_PEERS: the peers are measured in the dashboard group, which this run leaves "
+            "out")
     procs = Processes()
     report = Report(machine={}, config={
         "users": cfg.users, "sizes": cfg.sizes, "tasks_per_user": cfg.tasks, "days": cfg.days,
         "duration_s": cfg.duration, "concurrency": cfg.concurrency, "sample_users": cfg.sample,
-        "quick": cfg.quick, "only": sorted(cfg.only) or "all",
+        "quick": cfg.quick, "only": sorted(cfg.only) or "all", "peers": sorted(cfg.peers),
         "api": f"python -m gateway serve (uvicorn, {cfg.workers} worker(s), APP_ENV=production, "
                f"LOG_LEVEL=WARNING, rate limits off"
                f"{', analytics reads on a streaming replica' if cfg.replica else ''})",
@@ -1052,6 +1208,13 @@ async def run(cfg: Config) -> Report:
         procs.stop_all()
     report.machine["loadavg_end"] = os.getloadavg()
     apply_baselines(report.runs, BASELINES)
+    apply_peers(report.runs, PEER_SCENARIOS)
+    comparisons = peer_comparisons(report.runs, PEER_SCENARIOS)
+    if comparisons:
+        report.peers["comparisons"] = comparisons
+    if any(r.scenario == "overview cold" and not r.skipped for r in report.runs):
+        report.notes += cpu_notes(report.runs, ("baseline sql overview", "overview cold",
+                                                *PEER_SCENARIOS.values()))
     report.targets = evaluate_targets(report.runs, report.jobs, cfg.users)
     if any(r.scenario in TRACING_BASELINES for r in report.runs):
         report.tracing["costs"] = tracing_costs(report.runs, cfg.users)

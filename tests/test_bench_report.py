@@ -5,28 +5,43 @@ itself is not run here."""
 from __future__ import annotations
 
 import json
+import os
+import tarfile
+import time
 import uuid
 from pathlib import Path
 
 from bench.baseline import substitute
 from bench.live import LiveConfig, match_delays, percentile, total_tasks
 from bench.otlp_sink import count_spans_json, count_spans_protobuf, decode_body
+from bench.peers import postgraphile
 from bench.report import (
     LIVE_IDLE,
     LIVE_LATENCY,
+    PEER_SCENARIOS,
     TRACING_LEVELS,
     Job,
     Report,
     Run,
     apply_baselines,
+    apply_peers,
+    cpu_notes,
     evaluate_targets,
     merge_runs,
     parse_wrk,
+    peer_comparisons,
     render,
     tracing_costs,
     tracing_scenario,
 )
-from bench.run import BASELINES, Config, hot_spots, scenario_groups, traced_environment
+from bench.run import (
+    BASELINES,
+    Config,
+    cpu_seconds,
+    hot_spots,
+    scenario_groups,
+    traced_environment,
+)
 
 WRK_SUMMARY = {"requests": 2000, "duration_us": 8_000_000, "connect": 0, "read": 1, "write": 0,
                "status": 2, "timeout": 0, "graphql_errors": 3, "p50": 4_200, "p95": 9_870,
@@ -91,6 +106,36 @@ def test_targets_are_met_missed_or_not_measured() -> None:
     assert verdicts["aggregate one day (10000 users)"] is True
     assert verdicts["backfill 365 days (10000 users)"] is None
     assert verdicts["uncached dashboard p50 flat from 1000 to 10000 users"] is True
+
+
+def test_the_fast_path_targets_take_the_worst_busy_concurrency_and_the_peer() -> None:
+    baselines = {**BASELINES, "overview cold": "baseline sql overview"}
+    runs = [
+        _run("baseline sql overview", c=16, rps=1000, kind="baseline"),
+        _run("baseline sql overview", c=64, rps=1000, kind="baseline"),
+        _run("overview cold", c=1, rps=100),  # not busy: does not count
+        _run("overview cold", c=16, rps=700, cpu_ms_per_request=0.4, pg_cpu_ms_per_request=0.3),
+        _run("overview cold", c=64, rps=550, cpu_ms_per_request=0.4, pg_cpu_ms_per_request=0.3),
+        _run("postgraphile overview", c=16, rps=300, kind="peer", cpu_ms_per_request=0.6,
+             pg_cpu_ms_per_request=0.5),
+        _run("postgraphile overview", c=64, rps=250, kind="peer", cpu_ms_per_request=0.6,
+             pg_cpu_ms_per_request=0.5),
+        _run("dashboard cold", c=16, rps=100, queries_per_request=2.0,
+             pg_cpu_ms_per_request=1.4),
+        _run("admin cold", c=1, p50=14), _run("admin warm", c=1, p50=6),
+    ]
+    apply_baselines(runs, baselines)
+    apply_peers(runs, PEER_SCENARIOS)
+    verdicts = {t.name: (t.met, t.measured) for t in evaluate_targets(runs, [], 10_000)}
+    assert verdicts["uncached overview throughput vs its bare SQL endpoint"] == (False,
+                                                                                 "55% at c=64")
+    assert verdicts["uncached dashboard SQL statements per request"][0] is True
+    assert verdicts["uncached dashboard PostgreSQL CPU per request"][0] is False
+    assert verdicts["cached dashboard throughput vs bare Redis endpoint (issue 15)"][0] is None
+    assert verdicts["admin users(first: 100) with overviews, uncached p50"][0] is True
+    assert verdicts["admin users(first: 100) with overviews, cached p50"][0] is False
+    met, measured = verdicts["uncached overview vs postgraphile overview"]
+    assert met is True and measured.startswith("2.20x at c=64")  # 550 / 250, 0.7 vs 1.1 ms
 
 
 def test_missing_scenarios_are_never_reported_as_met() -> None:
@@ -462,3 +507,151 @@ def test_live_settings_and_scenario_selection() -> None:
         else:
             raise AssertionError(f"{bad} accepted")
     assert scenario_groups(" live , jobs ") == {"live", "jobs"}
+
+
+def _overview_runs() -> list[Run]:
+    return [
+        _run("baseline sql overview", c=8, rps=2000, p50=3, kind="baseline",
+             cpu_ms_per_request=0.3, pg_cpu_ms_per_request=0.2),
+        _run("overview cold", c=8, rps=600, p50=12, cpu_ms_per_request=1.25,
+             pg_cpu_ms_per_request=0.35),
+        _run("postgraphile overview", c=8, rps=400, p50=18, kind="peer",
+             cpu_ms_per_request=0.5, pg_cpu_ms_per_request=0.45),
+        _run("overview cold", c=1, rps=150, p50=6),  # its peer run failed:
+        Run("postgraphile overview", 10_000, 1, skipped="FAILED: answers differ", kind="peer"),
+        _run("overview cold", users=1000, c=8, rps=700, p50=10),  # no peer on this dataset
+    ]
+
+
+def test_the_uncached_overview_is_compared_with_the_peer_beside_the_baseline(
+        tmp_path: Path) -> None:
+    runs = _overview_runs()
+    apply_baselines(runs, BASELINES)
+    apply_peers(runs, PEER_SCENARIOS)
+    gateway, peer, alone, small = runs[1], runs[2], runs[3], runs[5]
+    assert (gateway.rps_ratio, gateway.peer, gateway.peer_rps_ratio) == (
+        0.3, "postgraphile overview", 1.5)
+    assert peer.rps_ratio == 0.2 and peer.peer is None  # the peer against the same floor
+    assert alone.peer == "postgraphile overview" and alone.peer_rps_ratio is None
+    assert small.peer_rps_ratio is None
+    text = render(Report(machine={}, config={}, runs=runs))
+    assert ("30%, 4.00x of baseline sql overview; 1.50x req/s of postgraphile overview"
+            in text)
+    assert "n/a req/s of postgraphile overview" in text
+    assert "skipped: FAILED: answers differ" in text
+
+    comparisons = peer_comparisons(runs, PEER_SCENARIOS)
+    assert comparisons == [{
+        "scenario": "overview cold", "peer": "postgraphile overview", "users": 10_000,
+        "concurrency": 8, "rps": 600, "peer_rps": 400, "rps_ratio": 1.5, "cpu_ms": 1.25,
+        "peer_cpu_ms": 0.5, "pg_cpu_ms": 0.35, "peer_pg_cpu_ms": 0.45, "total_cpu_ms": 1.6,
+        "peer_total_cpu_ms": 0.95}]
+    report = Report(machine={}, config={}, runs=runs, peers={"comparisons": comparisons})
+    report.write(tmp_path / "r.json")
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["runs"][1]["peer_rps_ratio"] == 1.5
+    assert written["runs"][2]["cpu_ms_per_request"] == 0.5
+    assert written["peers"]["comparisons"][0]["peer_total_cpu_ms"] == 0.95
+    again = Report.from_json(written)
+    assert again.peers == report.peers and again.runs == report.runs
+
+
+def test_cpu_per_request_is_noted_for_each_side_at_each_concurrency() -> None:
+    notes = cpu_notes(_overview_runs(), ("baseline sql overview", "overview cold",
+                                         "postgraphile overview"))
+    assert notes[-1] == (
+        "CPU per request (user+sys), 10000 users, c=8: baseline sql overview 0.30 ms + "
+        "PostgreSQL 0.20 ms = 0.50 ms; overview cold 1.25 ms + PostgreSQL 0.35 ms = 1.60 ms; "
+        "postgraphile overview 0.50 ms + PostgreSQL 0.45 ms = 0.95 ms")
+    assert "overview cold n/a + PostgreSQL n/a = n/a" in notes[1]  # 10,000 users, c=1
+    assert len(notes) == 3  # 1000 users c=8, 10,000 users c=1 and c=8
+
+
+def test_merged_rounds_keep_cpu_per_request_weighted_by_requests() -> None:
+    merged = merge_runs([_run("x", rps=100, cpu_ms_per_request=1.0, pg_cpu_ms_per_request=0.2),
+                         _run("x", rps=300, cpu_ms_per_request=2.0)])
+    assert merged.cpu_ms_per_request == 1.75
+    assert merged.pg_cpu_ms_per_request == 0.2
+
+
+def test_peers_are_chosen_by_name() -> None:
+    assert Config.from_env({}).peers == frozenset()
+    assert Config.from_env({"BENCH_PEERS": " postgraphile "}).peers == {"postgraphile"}
+    try:
+        Config.from_env({"BENCH_PEERS": "postgraphile,hasura"})
+    except SystemExit as exc:
+        assert "hasura" in str(exc) and "postgraphile" in str(exc)
+    else:
+        raise AssertionError("an unknown peer was accepted")
+
+
+def _peer_answer(status: list[tuple[str, str]], priority: list[tuple[str, str]],
+                 total: int, overdue: str = "3", due_today: str = "1") -> dict[str, object]:
+    def groups(pairs: list[tuple[str, str]]) -> list[dict[str, object]]:
+        return [{"keys": [key], "distinctCount": {"rowId": count}} for key, count in pairs]
+
+    return {"data": {"currentUser": {
+        "overdueTasks": overdue, "dueTodayTasks": due_today,
+        "tasks": {"totalCount": total, "byStatus": groups(status),
+                  "byPriority": groups(priority)}}}}
+
+
+def test_the_peers_answer_reads_as_the_gateways_overview() -> None:
+    answer = _peer_answer([("done", "2"), ("todo", "1")], [("high", "3")], total=3)
+    assert postgraphile.overview_from_answer(answer) == {
+        "totalTasks": 3, "completedTasks": 2, "pendingTasks": 1, "inProgressTasks": 0,
+        "overdueTasks": 3, "dueTodayTasks": 1, "completionRate": 66.7,
+        "priorityDistribution": {"high": 3, "medium": 0, "low": 0},
+        "statusDistribution": {"todo": 1, "inProgress": 0, "done": 2}}
+    empty = postgraphile.overview_from_answer(_peer_answer([], [], 0, "0", "0"))
+    assert empty["completionRate"] == 0.0 and empty["statusDistribution"]["done"] == 0
+    # 1 of 8 is 12.5: half up, as the gateway rounds, not half to even.
+    assert postgraphile.overview_fields(total=8, done=1, todo=7, in_progress=0, overdue=0,
+                                        due_today=0, high=0, medium=8, low=0
+                                        )["completionRate"] == 12.5
+
+
+def test_a_peer_answer_that_differs_names_each_field() -> None:
+    ours = postgraphile.overview_from_answer(
+        _peer_answer([("done", "2"), ("todo", "1")], [("high", "3")], total=3))
+    theirs = postgraphile.overview_from_answer(
+        _peer_answer([("done", "2"), ("in_progress", "1")], [("high", "3")], total=3))
+    assert postgraphile.differences(ours, theirs) == [
+        "inProgressTasks: ours 0, peer 1", "pendingTasks: ours 1, peer 0",
+        "statusDistribution.inProgress: ours 0, peer 1", "statusDistribution.todo: ours 1, peer 0"]
+    assert postgraphile.differences(ours, ours) == []
+    assert postgraphile.differences({}, ours)  # a user our SQL does not know differs too
+
+
+def test_a_peer_tarball_is_unpacked_without_its_prefix_and_only_what_is_asked(
+        tmp_path: Path) -> None:
+    source = tmp_path / "src" / "package"
+    (source / "bin").mkdir(parents=True)
+    (source / "bin" / "node").write_text("#!/bin/sh\n")
+    (source / "bin" / "node").chmod(0o755)
+    (source / "include").mkdir()
+    (source / "include" / "big.h").write_text("")
+    archive = tmp_path / "node.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="package")
+    postgraphile.unpack(archive, tmp_path / "out", ("bin/node",))
+    assert sorted(p.relative_to(tmp_path / "out").as_posix()
+                  for p in (tmp_path / "out").rglob("*")) == ["bin", "bin/node"]
+    assert (tmp_path / "out" / "bin" / "node").stat().st_mode & 0o100
+    postgraphile.unpack(archive, tmp_path / "all")
+    assert (tmp_path / "all" / "include" / "big.h").exists()
+
+
+def test_cpu_seconds_are_read_from_proc_for_a_process_group_or_a_parent_and_its_children(
+        ) -> None:
+    before = cpu_seconds(group=os.getpgrp())
+    as_parent = cpu_seconds(postmasters=[os.getpid()])
+    started = time.process_time()
+    while time.process_time() - started < 0.05:  # spend CPU, whatever the time it takes
+        pass
+    after = cpu_seconds(group=os.getpgrp())
+    after_as_parent = cpu_seconds(postmasters=[os.getpid()])
+    assert before is not None and after is not None and after - before >= 0.04
+    assert as_parent is not None and after_as_parent is not None
+    assert after_as_parent - as_parent >= 0.04
+    assert cpu_seconds(group=-1) == 0  # no such group: nothing
