@@ -2,18 +2,24 @@
 
 `Loaders` is the per-request registry: each loader is created on first use, so a request only pays
 for the loaders it needs. A batch function receives every key asked for in one event-loop tick and
-answers them with one SQL statement.
+answers them with one SQL statement; the three figure loaders (overview, trends, productivity)
+share one batch (`figures`, loaders/cached.py: `SharedBatch`), so that the figures of every kind
+asked for in the same ticks cost one MGET and one SQL statement (`analytics_figures`) together.
 """
 
 from __future__ import annotations
 
-from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import loaders.analytics as analytics
+from gateway.cache.fields import cache_of
+from loaders.cached import SharedBatch
 
 if TYPE_CHECKING:
     from gateway.data.resources import Resources
+
+F = TypeVar("F", bound="analytics.FigureLoader[Any, Any]")
 
 
 class Loaders:
@@ -35,16 +41,22 @@ class Loaders:
                 for uid, u in zip(user_ids, users, strict=True)}
 
     @cached_property
+    def figures(self) -> SharedBatch:
+        """The batch the figure loaders share: one statement for every kind they miss."""
+        return SharedBatch("figures", cache_of(self.resources), self.data_versions,
+                           partial(analytics.compute_figures, self.resources), self.notes)
+
+    def _figure(self, loader: F) -> F:
+        return loader.cached(self.resources, self.data_versions, self.notes, shared=self.figures)
+
+    @cached_property
     def overview(self) -> analytics.OverviewLoader:
-        return analytics.OverviewLoader(self.resources.pool).cached(
-            self.resources, self.data_versions, self.notes)
+        return self._figure(analytics.OverviewLoader(self.resources.pool))
 
     @cached_property
     def daily_series(self) -> analytics.DailySeriesLoader:
-        return analytics.DailySeriesLoader(self.resources.pool).cached(
-            self.resources, self.data_versions, self.notes)
+        return self._figure(analytics.DailySeriesLoader(self.resources.pool))
 
     @cached_property
     def productivity(self) -> analytics.ProductivityLoader:
-        return analytics.ProductivityLoader(self.resources.pool).cached(
-            self.resources, self.data_versions, self.notes)
+        return self._figure(analytics.ProductivityLoader(self.resources.pool))

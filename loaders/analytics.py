@@ -1,11 +1,15 @@
-"""The analytics DataLoaders: one per batch query of sql/queries/analytics.sql.
+"""The analytics DataLoaders: one per kind of figure of sql/queries/analytics.sql.
 
 Each loader answers every key asked for in one event-loop tick with ONE SQL statement, in
-`compute(keys)`; `batch_load_fn` only calls it, so that a caching loader can wrap `compute`. Values
-are the typed figures of domain/figures.py, stored in the cache by the loader's `codec` (whose
-format, derived from the value type, is in every key), and resolvers compute their answers from
-them. Keys are tuples whose first element is the user id and the rest the arguments, with
-explicit dates (never "today"), so a key means the same thing whenever it is computed:
+`compute(keys)`; `batch_load_fn` only calls it, so that a caching loader can wrap `compute`. The
+three figure loaders of a request go further: they share their batches (loaders/cached.py's
+`SharedBatch`), whose misses of every kind `compute_figures` answers with ONE `analytics_figures`
+statement, each kind reading its part of the rows with the same `values` as its own statement.
+Values are the typed figures of domain/figures.py, stored in the cache by the loader's `codec`
+(whose format, derived from the value type, is in every key), and resolvers compute their
+answers from them. Keys are tuples whose first element is the user id and the rest the
+arguments, with explicit dates (never "today"), so a key means the same thing whenever it is
+computed:
 
 | loader | field | key | value |
 | --- | --- | --- | --- |
@@ -21,10 +25,10 @@ dashboard's 30-day DAY trend and default productivity share one key.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import asyncpg
 
@@ -42,6 +46,9 @@ from domain.ranges import round1
 from gateway.data.db import query
 from gateway.data.replica import router_of
 from loaders.cached import CachedLoader
+
+if TYPE_CHECKING:
+    from gateway.data.resources import Resources
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -82,17 +89,51 @@ class UserLoader(AnalyticsLoader[uuid.UUID, UserRow | None]):
         return [by_id.get(key) for key in keys]
 
 
-class OverviewLoader(AnalyticsLoader[tuple[uuid.UUID, date], Overview | None]):
+class FigureLoader(AnalyticsLoader[K, V], Generic[K, V]):
+    """A kind of figure: its own statement (`statement`, run by `compute` for a batch of this
+    kind alone: cache warming, tests) and its part of `analytics_figures` (`compute_figures`,
+    the request's shared batch). Both take the arrays of `arguments(keys)` and give rows that
+    `values(keys, rows)` reads, `k` being a key's 1-based position."""
+
+    statement: ClassVar[str]
+
+    @staticmethod
+    def arguments(keys: Sequence[K]) -> list[list[Any]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def values(keys: Sequence[K], rows: Sequence[asyncpg.Record]) -> list[V]:
+        raise NotImplementedError
+
+    async def compute(self, keys: Sequence[K]) -> list[V]:
+        rows = await self.fetch([key[0] for key in keys],  # type: ignore[index]
+                                query(self.statement), *self.arguments(keys))
+        return self.values(keys, rows)
+
+
+def _ranges(keys: Sequence[SeriesKey]) -> list[list[Any]]:
+    """The arrays of (user, from, to) keys: user ids, from dates, to dates."""
+    return [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]]
+
+
+class OverviewLoader(FigureLoader[tuple[uuid.UUID, date], Overview | None]):
     """Overview figures of all of a user's tasks; one index-only scan per user."""
 
     field = "overview"
     codec = figures.OVERVIEW
+    statement = "analytics_overview"
 
-    async def compute(self, keys: Sequence[tuple[uuid.UUID, date]]) -> list[Overview | None]:
-        ids = [key[0] for key in keys]
-        rows = await self.fetch(ids, query("analytics_overview"), ids)
-        by_id = {row["user_id"]: _overview_value(row) for row in rows}
-        return [by_id.get(key[0]) for key in keys]
+    @staticmethod
+    def arguments(keys: Sequence[tuple[uuid.UUID, date]]) -> list[list[Any]]:
+        return [[key[0] for key in keys]]
+
+    @staticmethod
+    def values(keys: Sequence[tuple[uuid.UUID, date]],
+               rows: Sequence[asyncpg.Record]) -> list[Overview | None]:
+        values: list[Overview | None] = [None] * len(keys)  # None: the user does not exist
+        for row in rows:
+            values[row["k"] - 1] = _overview_value(row)
+        return values
 
 
 def _overview_value(row: asyncpg.Record) -> Overview:
@@ -107,19 +148,19 @@ def _overview_value(row: asyncpg.Record) -> Overview:
     )
 
 
-class DailySeriesLoader(AnalyticsLoader[SeriesKey, DaySeries]):
+class DailySeriesLoader(FigureLoader[SeriesKey, DaySeries]):
     """The sparse per-day counts of (user, from, to): rollup rows for covered, fresh days and live
     figures for the rest, in one statement."""
 
     field = "trends"
     codec = figures.DAY_SERIES
+    statement = "analytics_daily_series"
+    arguments = staticmethod(_ranges)
 
-    async def compute(self, keys: Sequence[SeriesKey]) -> list[DaySeries]:
-        ids = [k[0] for k in keys]
-        rows = await self.fetch(ids, query("analytics_daily_series"),
-                                ids, [k[1] for k in keys], [k[2] for k in keys])
+    @staticmethod
+    def values(keys: Sequence[SeriesKey], rows: Sequence[asyncpg.Record]) -> list[DaySeries]:
         days: list[list[DayCounts]] = [[] for _ in keys]
-        for row in rows:
+        for row in rows:  # in (k, day) order
             days[row["k"] - 1].append(DayCounts(
                 day=row["day"], tasks_created=row["tasks_created"],
                 tasks_completed=row["tasks_completed"], tasks_due=row["tasks_due"],
@@ -129,21 +170,47 @@ class DailySeriesLoader(AnalyticsLoader[SeriesKey, DaySeries]):
                 for k, d in zip(keys, days, strict=True)]
 
 
-class ProductivityLoader(AnalyticsLoader[SeriesKey, ProductivityExtras]):
+class ProductivityLoader(FigureLoader[SeriesKey, ProductivityExtras]):
     """The productivity figures that need raw completions (lead and cycle times, busiest weekday
     and hour) and the all-history streaks; the day-based ones come from DailySeriesLoader."""
 
     field = "productivity"
     codec = figures.PRODUCTIVITY_EXTRAS
+    statement = "analytics_productivity_extras"
+    arguments = staticmethod(_ranges)
 
-    async def compute(self, keys: Sequence[SeriesKey]) -> list[ProductivityExtras]:
-        ids = [k[0] for k in keys]
-        rows = await self.fetch(ids, query("analytics_productivity_extras"),
-                                ids, [k[1] for k in keys], [k[2] for k in keys])
+    @staticmethod
+    def values(keys: Sequence[SeriesKey],
+               rows: Sequence[asyncpg.Record]) -> list[ProductivityExtras]:
         values = [ProductivityExtras.streaks_only() for _ in keys]
         for row in rows:
             values[row["k"] - 1] = _productivity_value(row)
         return values
+
+
+FIGURE_KINDS: tuple[type[FigureLoader[Any, Any]], ...] = (
+    OverviewLoader, DailySeriesLoader, ProductivityLoader)
+"""The parts of `analytics_figures`, in the order of its arguments and of its `part` column."""
+
+
+async def compute_figures(resources: Resources,
+                          keys_of: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    """The figures of every kind asked for (field → keys), from ONE `analytics_figures` statement
+    on the pool that may answer for these users: the `compute` of the request's shared batch
+    (loaders/cached.py). A kind not asked for gets empty arrays, which cost nothing."""
+    unknown = set(keys_of) - {kind.field for kind in FIGURE_KINDS}
+    if unknown:
+        raise ValueError(f"no figure of kind {sorted(unknown)}")
+    arguments: list[list[Any]] = []
+    for kind in FIGURE_KINDS:
+        arguments += kind.arguments(keys_of.get(kind.field, []))
+    user_ids = list(dict.fromkeys(key[0] for keys in keys_of.values() for key in keys))
+    rows = await router_of(resources).fetch(user_ids, query("analytics_figures"), *arguments)
+    parts: list[list[asyncpg.Record]] = [[] for _ in FIGURE_KINDS]
+    for row in rows:
+        parts[row["part"] - 1].append(row)
+    return {kind.field: kind.values(keys_of[kind.field], part)
+            for kind, part in zip(FIGURE_KINDS, parts, strict=True) if kind.field in keys_of}
 
 
 def _hours(seconds: Decimal | None, count: int) -> Decimal | None:

@@ -11,19 +11,28 @@ calls `compute` with the misses only, and writes them back with one pipelined `S
 `gateway/cache/fields.py`. A loader never switched on, such as the user loader whose
 "today" moves, calls `compute` directly.
 
+Loaders given a `SharedBatch` (`cached(..., shared=...)`; the registry gives the three figure
+loaders one per request) go further: the batches they start in the same event-loop tick are
+answered together, one `MGET` for all their keys and ONE `compute` call of the shared batch for
+the misses of every field (`compute_figures`: one SQL statement), while each field keeps its
+own keys, codec, TTL, hits and misses. So an uncached dashboard costs one statement for its
+overview, trends and productivity, and the admin page's 100 users one for all their figures.
+
 Cache warming (the figures a dashboard asks for, under the keys its resolvers build) is in
 loaders/warming.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from aiodataloader import DataLoader
 
-from gateway.cache.fields import Codec, QueryCache, cache_of
+from gateway.cache.fields import Codec, ComputeParts, Part, PartResult, QueryCache, cache_of
 from gateway.ops import tracing
 
 if TYPE_CHECKING:
@@ -36,6 +45,73 @@ V = TypeVar("V")
 VersionsOf = Callable[[list[Any]], Awaitable[dict[Any, int]]]
 """Users' `data_version`s by id, read from PostgreSQL for this request (gateway/cache/fields.py)."""
 
+SETTLE_TICKS = 2
+"""Event-loop iterations a shared batch waits, after its first loader's batch, for the batches
+of the other loaders: the resolvers of one level of a response ask in the same tick, but
+aiodataloader dispatches each loader a tick or so apart when their first loads were."""
+
+
+class SharedBatch:
+    """The batches of several cached loaders that start within a few event-loop ticks of each
+    other, answered together: one `versions` call, one `QueryCache.load_parts` (one MGET, one
+    `compute` call for the misses of every field, one pipelined SET). One per request (or per
+    batch of live pushes), like the loaders that share it."""
+
+    def __init__(self, name: str, cache: QueryCache, versions: VersionsOf,
+                 compute: ComputeParts, notes: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.cache = cache
+        self.versions = versions
+        self.compute = compute
+        self.notes = notes
+        self._queue: list[tuple[Part, asyncio.Future[PartResult]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # the batches running (kept referenced)
+
+    async def load(self, part: Part, context: contextvars.Context | None = None) -> PartResult:
+        """The values of one loader's batch (`part`), with its hits and misses, once the
+        shared batch it joins has run. `context` is where the shared batch runs (its span's
+        parent): the first joiner's."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[PartResult] = loop.create_future()
+        self._queue.append((part, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._settle, SETTLE_TICKS, context=context)
+        return await future
+
+    def _settle(self, ticks: int) -> None:
+        if ticks > 0:  # let the other loaders' batches of this tick join first
+            asyncio.get_running_loop().call_soon(self._settle, ticks - 1)
+            return
+        queue, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._run(queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, queue: list[tuple[Part, asyncio.Future[PartResult]]]) -> None:
+        parts = [part for part, _ in queue]
+        try:
+            with tracing.child_span(f"loader {self.name}", attributes={
+                    "loader.fields": [part.field for part in parts],
+                    "loader.keys": sum(len(part.keys) for part in parts),
+                    "loader.cached": self.cache.enabled}):
+                versions = await self.versions(
+                    list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
+                results = await self.cache.load_parts(parts, versions, self.compute, self.notes)
+        except BaseException as exc:  # every joiner gets the failure; nobody hangs
+            for _, future in queue:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: the joiner may be gone
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), result in zip(queue, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
 
 class CachedLoader(DataLoader[K, V], Generic[K, V]):
     """Base of the cached analytics loaders; keys are `(user_id, *arguments)` tuples."""
@@ -47,22 +123,29 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
     _force = False
     _resources: Resources | None = None  # set by `cached`: its replica router picks the pool
     _versions: VersionsOf | None = None
+    _shared: SharedBatch | None = None
 
     def cached(self, resources: Resources, versions: VersionsOf,
-               notes: dict[str, Any] | None = None, *, force: bool = False) -> Self:
+               notes: dict[str, Any] | None = None, *, force: bool = False,
+               shared: SharedBatch | None = None) -> Self:
         """Route this loader through the process's cache, keyed by the data versions that
         `versions` gives; hits and ages are noted in the request's `notes` (for
-        `extensions.cache`). `force` recomputes every key and overwrites it (cache warming)."""
+        `extensions.cache`). `force` recomputes every key and overwrites it (cache warming).
+        With `shared`, the batches go through that shared batch (whose own versions, notes and
+        compute are then used), together with the other loaders' of the same ticks."""
         self._query_cache = cache_of(resources)
         self._resources = resources
         self._versions = versions
         self._notes = notes
         self._force = force
+        self._shared = shared
         return self
 
     async def batch_load_fn(self, keys: list[K]) -> list[V]:
         if not tracing.ENABLED:
             return await self._load_batch(keys)
+        # A shared batch's span goes beside this loader's, under the code that asked first.
+        outer = contextvars.copy_context()
         # One span per batch, under the span of the code that asked first (aiodataloader
         # dispatches with `call_soon`, in a copy of that code's context): the field, the number
         # of keys, and, through the cache, its hits and misses (gateway/cache/fields.py).
@@ -70,9 +153,16 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
                                 attributes={"loader.field": self.field,
                                             "loader.keys": len(keys),
                                             "loader.cached": self._query_cache is not None}):
-            return await self._load_batch(keys)
+            return await self._load_batch(keys, outer)
 
-    async def _load_batch(self, keys: list[K]) -> list[V]:
+    async def _load_batch(self, keys: list[K],
+                          outer: contextvars.Context | None = None) -> list[V]:
+        if self._shared is not None and not self._force:
+            part = Part(self.field, keys, self.codec)  # type: ignore[arg-type]
+            result = await self._shared.load(part, outer)
+            if tracing.ENABLED:  # this loader's own part of the shared batch
+                tracing.annotate(**{"cache.hits": result.hits, "cache.misses": result.misses})
+            return result.values
         if self._query_cache is None or self._versions is None:
             return list(await self.compute(keys))
         versions = await self._versions(list(dict.fromkeys(k[0] for k in keys)))  # type: ignore[index]

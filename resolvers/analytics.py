@@ -1,10 +1,11 @@
 """Analytics resolvers: who may see whose figures, argument checks, then the loaders.
 
 Resolvers never query directly: every figure comes through the per-request loaders of
-loaders/analytics.py, so that 100 users' figures in one request cost one statement per kind of
-figure. The arithmetic on the loaders' exact integer counts (rates and scores, all rounded half
-up to 1 decimal with `Decimal`) lives here, as plain functions that tests can call; ranges,
-buckets and rounding are domain/ranges.py's, and the definitions are in docs/analytics.md.
+loaders/analytics.py, so that 100 users' figures in one request cost one statement (the figure
+loaders share their batches: loaders/cached.py). The arithmetic on the loaders' exact integer
+counts (rates and scores, all rounded half up to 1 decimal with `Decimal`) lives here, as plain
+functions that tests can call; ranges, buckets and rounding are domain/ranges.py's, and the
+definitions are in docs/analytics.md.
 Values in and out are the typed figures of domain/figures.py, which schema/analytics.py turns
 into types.
 """
@@ -201,7 +202,8 @@ async def productivity(info: Info, user: UserRow, d_from: date | None,
     d_from, d_to = resolve_range("DAY", d_from, d_to, user.today)
     key = (user.id, d_from, d_to)
     loaders = info.context.loaders
-    # Both loads are queued in the same tick, so each joins its own batch.
+    # Both loads are queued in the same tick: each joins its loader's batch, and those batches
+    # (with the other figure loaders' of the request) share one statement.
     series, extras = await asyncio.gather(loaders.daily_series.load(key),
                                           loaders.productivity.load(key))
     return productivity_figures(series, extras, d_from, d_to, user.today, user.daily_goal)

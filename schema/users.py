@@ -2,7 +2,7 @@
 
 `User` carries the profile fields of docs/api.md and the user's nested analytics
 (`overview`, `trends`, `productivity`), which go through the same loaders as the root queries, so a
-page of 50 users with their figures costs one statement per kind of figure. The accounts work
+page of 50 users with their figures costs one statement for all their figures. The accounts work
 (issue 4) builds `User` from rows with `User.from_row`.
 """
 

@@ -237,9 +237,10 @@ async def test_statements_per_request_do_not_grow_with_the_number_of_users(
         many = await count_statements(pool, dashboard)
         assert counts["users"] == 51
     # The caller's account (its role is read from the database, not trusted from the token), the
-    # users page, then one statement per kind of figure: overview, daily series (the DAY and
-    # MONTH ranges and productivity's days in one batch), productivity extras.
-    assert few == many == 5
+    # users page, then one statement for the figures of every kind (analytics_figures: the
+    # overviews, the daily series of the DAY and MONTH ranges and productivity's days, and the
+    # productivity extras of every user, loaders/cached.py's shared batch).
+    assert few == many == 3
 
 
 async def test_the_overview_is_an_index_only_scan(pool: asyncpg.Pool,

@@ -191,25 +191,30 @@ async def test_a_dashboard_request_is_one_trace_down_to_each_statement(
     assert operation.attributes["graphql.operation.name"] == "Dashboard"
     assert operation.status.status_code is not StatusCode.ERROR
 
-    # one span per loader batch, under the operation, with its statement and cache lookups
+    # one span per loader batch, under the operation, with its cache lookups; the three figure
+    # loaders' batches share one more (loaders/cached.py: SharedBatch), with the statement
     below_operation = tree.descendants(operation)
-    statements = {"overview": "analytics_overview", "trends": "analytics_daily_series",
-                  "productivity": "analytics_productivity_extras"}
-    for field, statement in statements.items():
+    fields = ("overview", "trends", "productivity")
+    for field in fields:
         loader = tree.one(f"loader {field}")
         assert loader in below_operation
         assert loader.attributes is not None
         assert loader.attributes["loader.field"] == field
         assert loader.attributes["loader.keys"] == 1
         assert (loader.attributes["cache.hits"], loader.attributes["cache.misses"]) == (0, 1)
-        assert statement in [s.name for s in tree.children(loader)], tree.render()
-        sql = tree.one(statement)
-        assert sql.kind is SpanKind.CLIENT and sql.attributes is not None
-        assert sql.attributes["db.system"] == "postgresql"
-        assert sql.attributes["db.query.summary"] == statement
-        assert sql.attributes["db.operation.name"] == statement
-        assert sql.start_time is not None and sql.end_time is not None
-        assert loader.start_time is not None and sql.start_time >= loader.start_time
+    shared = tree.one("loader figures")
+    assert shared in below_operation and shared.attributes is not None
+    assert sorted(shared.attributes["loader.fields"]) == sorted(fields)
+    assert (shared.attributes["cache.hits"], shared.attributes["cache.misses"]) == (0, 3)
+    statement = "analytics_figures"
+    assert statement in [s.name for s in tree.children(shared)], tree.render()
+    sql = tree.one(statement)
+    assert sql.kind is SpanKind.CLIENT and sql.attributes is not None
+    assert sql.attributes["db.system"] == "postgresql"
+    assert sql.attributes["db.query.summary"] == statement
+    assert sql.attributes["db.operation.name"] == statement
+    assert sql.start_time is not None and sql.end_time is not None
+    assert shared.start_time is not None and sql.start_time >= shared.start_time
     # every SQL statement is named by its query name or first keyword, never by its text
     for span in tree.spans:
         if (span.attributes or {}).get("db.system") == "postgresql":
@@ -225,10 +230,10 @@ async def test_a_dashboard_request_is_one_trace_down_to_each_statement(
     exporter.clear()
     await post(traced, DASHBOARD, token=token)
     second = Tree(exporter.get_finished_spans())
-    for field in statements:
+    for field in fields:
         attributes = second.one(f"loader {field}").attributes or {}
         assert (attributes["cache.hits"], attributes["cache.misses"]) == (1, 0)
-    assert not second.named("analytics_overview")
+    assert not second.named("analytics_figures")
     print(tree.render())  # `pytest -s -k dashboard` shows the example of docs/operations.md
 
 

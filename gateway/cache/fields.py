@@ -16,7 +16,10 @@ A cached figure lives at `analytics:{<user_id>}:f<format>:v<version>:<field>:<ar
   answered to another.
 
 A batch of keys costs one `MGET` of the values; misses are computed with one `compute` call and
-written back with one pipelined `SET ... EX`.
+written back with one pipelined `SET ... EX`. A batch may hold the keys of several fields
+(`load_parts`, which loaders/cached.py's shared batch uses): each field keeps its keys, codec,
+TTL, hits and misses, and one `compute` call gets the misses of them all, so that one SQL
+statement answers a dashboard's overview, trends and productivity.
 
 Stampedes: concurrent misses of one key in this process await a single computation (single
 flight), and across processes a short `SET NX PX` lock lets one process compute while the others
@@ -39,6 +42,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -190,6 +194,78 @@ async def _mget(redis: Redis, keys: list[str]) -> list[bytes | None]:
     return list(await redis.mget(keys))
 
 
+# --- batches of several fields ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One field's keys in a batch of several fields (`QueryCache.load_parts`), with the codec
+    of its values."""
+
+    field: str
+    keys: Sequence[Key]
+    codec: Codec[Any]
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """A part's values, in the order of its keys, and how many came from Redis (with their
+    ages) or were computed."""
+
+    values: list[Any]
+    ages: list[float]
+    misses: int
+
+    @property
+    def hits(self) -> int:
+        return len(self.ages)
+
+
+ComputeParts = Callable[[Mapping[str, list[Key]]], Awaitable[Mapping[str, Sequence[Any]]]]
+"""Computes the missing keys of several fields in one go: field → keys in, field → their values
+(in the same order) out."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One key of a batch: its field, its Redis key and the codec of its value."""
+
+    field: str
+    key: Key
+    ckey: str
+    codec: Codec[Any]
+
+
+async def _computed(compute: ComputeParts, entries: Sequence[_Entry]) -> list[Any]:
+    """The values of `entries`, in order, from one `compute` call given them grouped by field."""
+    positions: dict[str, list[int]] = {}
+    for i, entry in enumerate(entries):
+        positions.setdefault(entry.field, []).append(i)
+    values = await compute({field: [entries[i].key for i in at]
+                            for field, at in positions.items()})
+    results: list[Any] = [None] * len(entries)
+    for field, at in positions.items():
+        for i, value in zip(at, values[field], strict=True):
+            results[i] = value
+    return results
+
+
+def _split(parts: Sequence[Part], values: list[Any], ages: list[float | None],
+           missing: Sequence[int]) -> list[PartResult]:
+    """The flat results of a batch cut back into its parts (whose keys are consecutive)."""
+    missed = set(missing)
+    results = []
+    start = 0
+    for part in parts:
+        end = start + len(part.keys)
+        results.append(PartResult(
+            values=values[start:end],
+            ages=[age for age in ages[start:end] if age is not None],
+            misses=sum(1 for i in range(start, end) if i in missed)))
+        start = end
+    return results
+
+
 # --- the cache -------------------------------------------------------------------------------
 
 
@@ -280,38 +356,60 @@ class QueryCache:
         give the same value. An entry that does not decode is a miss. `force` recomputes and
         rewrites every key (cache warming).
         """
-        keys = list(keys)
-        if not keys:
-            return []
+        async def compute_part(keys_of: Mapping[str, list[Key]]) -> dict[str, Sequence[Any]]:
+            return {field: await compute(keys_of[field])}
+
+        [part] = await self.load_parts([Part(field, keys, codec)], versions, compute_part, notes,
+                                       force=force)
+        return part.values
+
+    async def load_parts(self, parts: Sequence[Part], versions: Versions,
+                         compute: ComputeParts, notes: dict[str, Any] | None = None, *,
+                         force: bool = False) -> list[PartResult]:
+        """`load` for the keys of several fields at once, one `PartResult` per part in order:
+        one MGET for them all, and `compute` called with the missing keys of every field
+        together (field → keys; it returns field → values in the same order), so that one SQL
+        statement can answer them. Each field keeps its own keys, codec, TTL and counts: the
+        same entries, hits and misses as one `load` per field."""
+        entries = [_Entry(part.field, key, cache_key(part.field, key, versions[key[0]],
+                                                     part.codec.format), part.codec)
+                   for part in parts for key in part.keys]
+        if not entries:
+            return [PartResult([], [], 0) for _ in parts]
         if not self.enabled:
-            return _roundtrip(codec, await compute(keys), self._clock())
-        ckeys = [cache_key(field, k, versions[k[0]], codec.format) for k in keys]
-        results: list[Any] = [None] * len(keys)
-        missing = list(range(len(keys)))
-        ages: list[float] = []
+            values = _roundtrip(entries, await _computed(compute, entries), self._clock())
+            return _split(parts, values, [None] * len(entries), [])
+        results: list[Any] = [None] * len(entries)
+        missing = list(range(len(entries)))
+        hit: list[float | None] = [None] * len(entries)  # each hit's age
         redis_ok = True
         if not force:
             try:
-                raw = await self.mget(ckeys)
+                raw = await self.mget([entry.ckey for entry in entries])
             except CacheUnavailable:
-                raw, redis_ok = [None] * len(keys), False
+                raw, redis_ok = [None] * len(entries), False
             now = self._clock()
             missing = []
             for i, item in enumerate(raw):
-                found = _decoded(item, codec, ckeys[i]) if item is not None else None
+                entry = entries[i]
+                found = _decoded(item, entry.codec, entry.ckey) if item is not None else None
                 if found is None:
                     missing.append(i)
                 else:
                     results[i], written_at = found
-                    ages.append(max(0.0, now - written_at))
+                    hit[i] = max(0.0, now - written_at)
+        counted = _split(parts, results, hit, missing)
         if not force:  # warming is not traffic: it would drown the hit ratio in misses
-            self._count(field, notes, hits=ages, misses=len(missing))
+            for part, result in zip(parts, counted, strict=True):
+                self._count(part.field, notes, hits=result.ages, misses=result.misses)
+            if tracing.ENABLED:  # on the span of the loader batch asking (loaders/cached.py)
+                tracing.annotate(**{"cache.hits": sum(r.hits for r in counted),
+                                    "cache.misses": sum(r.misses for r in counted)})
         if missing:
-            values = await self._fill(field, [keys[i] for i in missing],
-                                      [ckeys[i] for i in missing], compute, codec, redis_ok)
+            values = await self._fill([entries[i] for i in missing], compute, redis_ok)
             for i, value in zip(missing, values, strict=True):
                 results[i] = value
-        return results
+        return _split(parts, results, hit, missing)
 
     def _count(self, field: str, notes: dict[str, Any] | None, hits: list[float],
                misses: int) -> None:
@@ -319,8 +417,6 @@ class QueryCache:
             CACHE_HITS.labels(field=field).inc(len(hits))
         if misses:
             CACHE_MISSES.labels(field=field).inc(misses)
-        if tracing.ENABLED:  # on the span of the loader batch asking (loaders/cached.py)
-            tracing.annotate(**{"cache.hits": len(hits), "cache.misses": misses})
         if notes is not None:
             entry = notes.setdefault("cache", {}).setdefault(
                 field, {"hits": 0, "misses": 0, "age": None})
@@ -329,27 +425,26 @@ class QueryCache:
             if hits:
                 entry["age"] = max(entry["age"] or 0.0, *hits)
 
-    async def _fill(self, field: str, keys: list[Key], ckeys: list[str], compute: Compute,
-                    codec: Codec[Any], redis_ok: bool) -> list[Any]:
+    async def _fill(self, entries: list[_Entry], compute: ComputeParts,
+                    redis_ok: bool) -> list[Any]:
         """Compute missing keys once per process: join computations already in flight."""
         loop = asyncio.get_running_loop()
         own: list[int] = []
         joined: list[tuple[int, asyncio.Future[Any]]] = []
-        for i, ckey in enumerate(ckeys):
-            future = self._inflight.get(ckey)
+        for i, entry in enumerate(entries):
+            future = self._inflight.get(entry.ckey)
             if future is None:
-                self._inflight[ckey] = loop.create_future()
+                self._inflight[entry.ckey] = loop.create_future()
                 own.append(i)
             else:
                 joined.append((i, future))
 
-        results: list[Any] = [None] * len(keys)
+        results: list[Any] = [None] * len(entries)
         if own:
-            futures = [self._inflight[ckeys[i]] for i in own]
+            futures = [self._inflight[entries[i].ckey] for i in own]
             try:
-                values = await self._compute_and_store(
-                    field, [keys[i] for i in own], [ckeys[i] for i in own], compute, codec,
-                    redis_ok)
+                values = await self._compute_and_store([entries[i] for i in own], compute,
+                                                       redis_ok)
             except BaseException as exc:
                 error = exc if isinstance(exc, Exception) else _LeaderGone()
                 for future in futures:
@@ -359,8 +454,8 @@ class QueryCache:
                 raise
             finally:
                 for i, future in zip(own, futures, strict=True):
-                    if self._inflight.get(ckeys[i]) is future:
-                        del self._inflight[ckeys[i]]
+                    if self._inflight.get(entries[i].ckey) is future:
+                        del self._inflight[entries[i].ckey]
             for i, future, value in zip(own, futures, values, strict=True):
                 results[i] = value
                 if not future.done():
@@ -374,41 +469,39 @@ class QueryCache:
             except _LeaderGone:
                 orphans.append(i)
         if orphans:
-            values = await self._compute_and_store(
-                field, [keys[i] for i in orphans], [ckeys[i] for i in orphans], compute, codec,
-                redis_ok)
+            values = await self._compute_and_store([entries[i] for i in orphans], compute,
+                                                   redis_ok)
             for i, value in zip(orphans, values, strict=True):
                 results[i] = value
         return results
 
-    async def _compute_and_store(self, field: str, keys: list[Key], ckeys: list[str],
-                                 compute: Compute, codec: Codec[Any],
+    async def _compute_and_store(self, entries: list[_Entry], compute: ComputeParts,
                                  redis_ok: bool) -> list[Any]:
         """Across processes: take the Redis lock of each key, compute the keys we hold, wait
         briefly for the others' results, compute what never came; then store ours."""
         if not redis_ok:
-            return _roundtrip(codec, await compute(keys), self._clock())
+            return _roundtrip(entries, await _computed(compute, entries), self._clock())
         token = secrets.token_hex(8)
 
         async def lock() -> list[Any]:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for ckey in ckeys:
-                    pipe.set(_lock_key(ckey), token, nx=True, px=LOCK_TTL_MS)
+                for entry in entries:
+                    pipe.set(_lock_key(entry.ckey), token, nx=True, px=LOCK_TTL_MS)
                 return list(await pipe.execute())
 
         try:
             held = [bool(r) for r in await self._call(lock, "SET NX")]
         except CacheUnavailable:
-            return _roundtrip(codec, await compute(keys), self._clock())
+            return _roundtrip(entries, await _computed(compute, entries), self._clock())
 
         mine = [i for i, h in enumerate(held) if h]
         theirs = [i for i, h in enumerate(held) if not h]
-        results: list[Any] = [None] * len(keys)
+        results: list[Any] = [None] * len(entries)
         computed: list[int] = []
 
         async def compute_mine() -> None:
             if mine:
-                values = await compute([keys[i] for i in mine])
+                values = await _computed(compute, [entries[i] for i in mine])
                 for i, value in zip(mine, values, strict=True):
                     results[i] = value
                 computed.extend(mine)
@@ -416,13 +509,13 @@ class QueryCache:
         async def wait_theirs() -> None:
             if not theirs:
                 return
-            found = await self._wait_for([ckeys[i] for i in theirs], codec)
+            found = await self._wait_for([entries[i] for i in theirs])
             late = [i for i, value in zip(theirs, found, strict=True) if value is _ABSENT]
             for i, value in zip(theirs, found, strict=True):
                 if value is not _ABSENT:
                     results[i] = value
             if late:
-                values = await compute([keys[i] for i in late])
+                values = await _computed(compute, [entries[i] for i in late])
                 for i, value in zip(late, values, strict=True):
                     results[i] = value
                 computed.extend(late)
@@ -430,30 +523,35 @@ class QueryCache:
         try:
             await asyncio.gather(compute_mine(), wait_theirs())
         except BaseException:
-            await self._release([ckeys[i] for i in mine], token)
+            await self._release([entries[i].ckey for i in mine], token)
             raise
         now = self._clock()
-        payloads = {i: encode(codec.encode(results[i]), now) for i in computed}
+        payloads = {i: encode(entries[i].codec.encode(results[i]), now) for i in computed}
         for i, payload in payloads.items():
-            results[i] = decode(payload, codec)[0]
-        await self._store(field, {ckeys[i]: p for i, p in payloads.items()},
-                          [ckeys[i] for i in mine], token)
+            results[i] = decode(payload, entries[i].codec)[0]
+        await self._store({entries[i].ckey: (payload, self.ttl_of(entries[i].field))
+                           for i, payload in payloads.items()},
+                          [entries[i].ckey for i in mine], token)
         return results
 
-    async def _wait_for(self, ckeys: list[str], codec: Codec[Any]) -> list[Any]:
+    def ttl_of(self, field: str) -> int:
+        """How long a value of `field` is kept, in seconds."""
+        return self.ttls.get(field, self.default_ttl)
+
+    async def _wait_for(self, entries: list[_Entry]) -> list[Any]:
         """Poll for values another process is computing; `_ABSENT` where none came in time
         (or where the other process gave up its lock without writing)."""
-        found: list[Any] = [_ABSENT] * len(ckeys)
+        found: list[Any] = [_ABSENT] * len(entries)
         if self.breaker.failed_within(LOCK_TTL_MS / 1000):
             # Redis failed a moment ago: the lock may belong to a computation whose result and
             # release never reached Redis (this process's or another's, cut off by the same
             # outage). Waiting for it would cost up to LOCK_WAIT_SECONDS for nothing.
             return found
-        waiting = list(range(len(ckeys)))
+        waiting = list(range(len(entries)))
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         while waiting and time.monotonic() < deadline:
             await asyncio.sleep(POLL_INTERVAL)
-            keys = [ckeys[i] for i in waiting]
+            keys = [entries[i].ckey for i in waiting]
             both = keys + [_lock_key(k) for k in keys]
             try:
                 raw = await self.mget(both)
@@ -462,7 +560,8 @@ class QueryCache:
             values, locks = raw[:len(keys)], raw[len(keys):]
             still: list[int] = []
             for i, value, lock in zip(waiting, values, locks, strict=True):
-                decoded = _decoded(value, codec, ckeys[i]) if value is not None else None
+                entry = entries[i]
+                decoded = _decoded(value, entry.codec, entry.ckey) if value is not None else None
                 if decoded is not None:
                     found[i] = decoded[0]
                 elif value is None and lock is not None:
@@ -470,16 +569,15 @@ class QueryCache:
             waiting = still
         return found
 
-    async def _store(self, field: str, payloads: dict[str, bytes], locks: list[str],
+    async def _store(self, payloads: dict[str, tuple[bytes, int]], locks: list[str],
                      token: str) -> None:
         """One pipelined round trip: `SET ... EX ttl` for the values, release our locks."""
         if not payloads and not locks:
             return
-        ttl = self.ttls.get(field, self.default_ttl)
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for ckey, payload in payloads.items():
+                for ckey, (payload, ttl) in payloads.items():
                     pipe.set(ckey, payload, ex=ttl)
                 for ckey in locks:
                     pipe.eval(_RELEASE, 1, _lock_key(ckey), token)
@@ -513,10 +611,12 @@ class _Absent:
 _ABSENT: Any = _Absent()
 
 
-def _roundtrip(codec: Codec[Any], values: Sequence[Any], written_at: float) -> list[Any]:
+def _roundtrip(entries: Sequence[_Entry], values: Sequence[Any],
+               written_at: float) -> list[Any]:
     """Values as they would read back from the cache: encoded, stored form and all, then
     decoded, so that what was not cached is exactly what a hit would give."""
-    return [decode(encode(codec.encode(v), written_at), codec)[0] for v in values]
+    return [decode(encode(entry.codec.encode(v), written_at), entry.codec)[0]
+            for entry, v in zip(entries, values, strict=True)]
 
 
 def cache_of(resources: Any) -> QueryCache:

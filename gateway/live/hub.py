@@ -9,7 +9,7 @@ pub/sub listener that hears of changes made anywhere.
   midnight of the user) schedules one *flush* of that user, at most one per `LIVE_COALESCE_MS`:
   a burst of changes is one flush. Flushes run on ticks of `TICK_S` (20 ms), all users due in a
   tick together: their followers share one `Batch`, so the loaders fetch the figures of all of
-  them with one statement per kind of figure (with many users changing, the SQL per push falls
+  them with one statement for all their figures (with many users changing, the SQL per push falls
   from five statements to a fraction of one). A follower only keeps the latest batch, so nothing
   queues up behind a slow subscriber.
 - **Single flight.** A `Batch` memoizes what is computed from it (`Batch.once`): the figures of
@@ -76,7 +76,7 @@ class Batch:
     """One flush: what the followers of the users flushed together compute for this push, each
     value once (the first follower to ask computes it, the others wait for the same result).
     The users whose flushes fall due in the same tick share one batch, so their followers' loads
-    go out together and the loaders answer them with one statement per kind of figure."""
+    go out together and the loaders answer them with one statement for all their figures."""
 
     def __init__(self, published: dict[uuid.UUID, float] | None = None) -> None:
         # The earliest change of each user this flush includes (no entry: not from a message).
