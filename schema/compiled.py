@@ -570,7 +570,7 @@ class CompiledOperations:
         if not tracing.recording():
             data = await Run(context, coerced).execute(plan, None)
         else:  # the operation's span, as schema/extensions/tracing.py makes it
-            span = tracing.tracer.start_span("graphql")
+            span = tracing.start_child("graphql")
             try:
                 with tracing.current(span):
                     data = await Run(context, coerced).execute(plan, None)
@@ -649,7 +649,15 @@ class CompiledEvent:
 
 
 _NOT_COMPILED = ObjectPlan("")  # a document whose events graphql-core executes
-_event_plans: WeakKeyDictionary[OperationDefinitionNode, dict[tuple[Any, ...], ObjectPlan]] = \
+
+
+@dataclass(slots=True)
+class _EventDocument:
+    directive_variables: tuple[str, ...]
+    plans: dict[tuple[Any, ...], ObjectPlan] = field(default_factory=dict)
+
+
+_event_documents: WeakKeyDictionary[OperationDefinitionNode, _EventDocument] = \
     WeakKeyDictionary()
 """Event plans by subscription operation: Strawberry's parse cache gives every subscription of
 the same document the same operation node, so they share a plan (an idle subscription holds
@@ -667,10 +675,12 @@ def compiled_event(executor: Any, payload: Any, fallback: Callable[[], Any]
         return None
     operation: OperationDefinitionNode = executor.operation
     variables: VariableValues = executor.variable_values
-    names = _event_directive_variables(operation, executor.fragments)
-    key = tuple(_hashable(variables.coerced.get(name)) for name in names)
-    plans = _event_plans.setdefault(operation, {})
-    plan = plans.get(key)
+    document = _event_documents.get(operation)
+    if document is None:
+        document = _event_documents[operation] = _EventDocument(
+            _event_directive_variables(operation, executor.fragments))
+    key = tuple(_hashable(variables.coerced.get(name)) for name in document.directive_variables)
+    plan = document.plans.get(key)
     if plan is None:
         strawberry_schema = executor.schema._strawberry_schema
         try:
@@ -678,9 +688,9 @@ def compiled_event(executor: Any, payload: Any, fallback: Callable[[], Any]
                             executor.fragments).event()
         except Uncompilable:
             plan = _NOT_COMPILED
-        if len(plans) >= VARIANTS_PER_DOCUMENT:
-            plans.clear()
-        plans[key] = plan
+        if len(document.plans) >= VARIANTS_PER_DOCUMENT:
+            document.plans.clear()
+        document.plans[key] = plan
     if plan is _NOT_COMPILED:
         return None
     return CompiledEvent(plan, payload, context, variables, fallback)

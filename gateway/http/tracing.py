@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.middleware import Middleware
@@ -45,7 +44,7 @@ NOT_TRACED = frozenset({"/health", "/ready", "/metrics"})
 ALWAYS_SANITIZED = ("authorization", "cookie", "token", "secret", "password", "api-key")
 _PROPAGATED = (b"traceparent", b"tracestate")
 _propagator = TraceContextTextMapPropagator()
-_tracer = trace.get_tracer("analytics-gateway.http")
+SCOPE = "analytics-gateway.http"  # the instrumentation scope of the server spans
 
 
 def redacted_query(raw: bytes) -> str:
@@ -81,8 +80,9 @@ class ServerSpan:
         parent = _propagator.extract(carrier) if carrier else None
         method, path = scope["method"], scope["path"]
         known = path in self.routes
-        span = _tracer.start_span(f"{method} {path}" if known else method, context=parent,
-                                  kind=SpanKind.SERVER)
+        name = f"{method} {path}" if known else method
+        span = tracing.start_root(name, context=parent, kind=SpanKind.SERVER, scope=SCOPE) \
+            if parent is not None else tracing.start_trace(name, kind=SpanKind.SERVER, scope=SCOPE)
         if not span.is_recording():
             # Unsampled: the span only carries the trace id (the request id, the traceparent
             # returned, a job's context); nothing to note about the response.

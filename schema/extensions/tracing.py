@@ -49,7 +49,7 @@ class OperationSpan(SchemaExtension):
         if not tracing.recording():  # a request that is not sampled: nothing to add
             yield
             return
-        span = tracing.tracer.start_span("graphql")
+        span = tracing.start_child("graphql")
         try:
             with tracing.current(span):
                 yield

@@ -1,0 +1,141 @@
+"""Lean spans (gateway/ops/tracing.py `LeanSpan`, `start_root`, `start_child`) against the SDK's.
+
+Our spans skip the SDK's `Span` but must reach the exporters as the same `ReadableSpan`: the same
+name, kind, ids and parent, attributes, status, events, resource and scope, and roots must get the
+sampler's decision exactly as `Tracer.start_span` would apply it. The span trees of whole requests
+and jobs are asserted in tests/test_tracing.py (which the lean spans also pass).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
+
+from gateway.ops import tracing
+from tests.test_tracing import _session_exporter, exporter
+
+__all__ = ["_session_exporter", "exporter"]
+
+
+def _fields(span: ReadableSpan) -> dict[str, Any]:
+    """What an exporter reads of a span, ids and times aside."""
+    return {
+        "name": span.name, "kind": span.kind, "attributes": dict(span.attributes or {}),
+        "status": (span.status.status_code, span.status.description),
+        "events": [(e.name, dict(e.attributes or {})) for e in span.events],
+        "links": list(span.links), "resource": span.resource.attributes,
+        "scope": span.instrumentation_scope, "sampled": span.context.trace_flags.sampled,
+        "remote": span.context.is_remote,
+        "dropped": (span.dropped_attributes, span.dropped_events, span.dropped_links),
+    }
+
+
+def _exercise(span: Any) -> None:
+    span.set_attribute("db.operation.name", "analytics_overview")
+    span.set_attributes({"codes": ["A", "B"], "count": 3, "ok": True, "ratio": 0.5})
+    span.update_name("renamed")
+    span.add_event("checkpoint", {"step": 1})
+    span.set_status(Status(StatusCode.ERROR, "SERVICE_UNAVAILABLE"))
+    span.set_status(StatusCode.UNSET)  # ignored by both
+
+
+def test_a_lean_child_reaches_the_exporter_as_the_sdks_child_would(
+        exporter: InMemorySpanExporter) -> None:
+    root = tracing.start_root("GET /graphql", kind=SpanKind.SERVER)
+    with tracing.current(root):
+        lean = tracing.start_child("loader overview", kind=SpanKind.CLIENT,
+                                   attributes={"keys": 2})
+        sdk = tracing.tracer.start_span("loader overview", kind=SpanKind.CLIENT,
+                                        attributes={"keys": 2})
+        assert isinstance(lean, tracing.LeanSpan)
+        for span in (lean, sdk):
+            _exercise(span)
+            span.end()
+            span.set_attribute("after", "end")  # ignored by both
+    root.end()
+    finished = {id(s): s for s in exporter.get_finished_spans()}
+    spans = [s for s in finished.values() if s.name == "renamed"]
+    assert len(spans) == 2
+    assert _fields(spans[0]) == _fields(spans[1])
+    parent = root.get_span_context()
+    for done in spans:
+        assert done.parent is not None and done.parent.span_id == parent.span_id
+        assert done.context.trace_id == parent.trace_id
+        assert done.context.span_id not in (0, parent.span_id)
+        assert done.start_time is not None and done.end_time is not None
+        assert done.start_time <= done.end_time
+
+
+def test_roots_take_the_samplers_decision_and_the_remote_parent(
+        exporter: InMemorySpanExporter) -> None:
+    fresh = tracing.start_root("job aggregate", kind=SpanKind.CONSUMER)
+    assert fresh.is_recording() and fresh.get_span_context().trace_flags.sampled
+    fresh.end()
+    (job,) = [s for s in exporter.get_finished_spans() if s.name == "job aggregate"]
+    assert job.parent is None and job.instrumentation_scope is not None
+    assert job.instrumentation_scope.name == "analytics-gateway"
+
+    remote = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(0))
+    unsampled = tracing.start_root("GET /graphql", context=trace.set_span_in_context(
+        NonRecordingSpan(remote)), kind=SpanKind.SERVER, scope="analytics-gateway.http")
+    assert isinstance(unsampled, NonRecordingSpan) and not unsampled.is_recording()
+    context = unsampled.get_span_context()
+    assert context.trace_id == 0x1234 and context.span_id != 0x5678
+    assert not context.trace_flags.sampled and not context.is_remote
+
+    sampled_parent = SpanContext(0x1234, 0x5678, is_remote=True,
+                                 trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    child_of_remote = tracing.start_root("GET /graphql", context=trace.set_span_in_context(
+        NonRecordingSpan(sampled_parent)), kind=SpanKind.SERVER, scope="analytics-gateway.http")
+    child_of_remote.end()
+    (server,) = [s for s in exporter.get_finished_spans()
+                 if s.name == "GET /graphql" and s.parent is not None]
+    assert server.parent is not None and server.parent.span_id == 0x5678
+    assert server.parent.is_remote and server.context.trace_id == 0x1234
+    assert server.instrumentation_scope is not None
+    assert server.instrumentation_scope.name == "analytics-gateway.http"
+
+
+@pytest.mark.parametrize("sampler", ["parentbased_traceidratio", "traceidratio",
+                                     "parentbased_always_on", "always_on"])
+def test_a_new_trace_is_sampled_exactly_as_the_configured_sampler_decides(
+        exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch, sampler: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.3")
+    configured = TracerProvider()  # reads the sampler from the environment, as install does
+    monkeypatch.setattr(tracing, "_ROOT_BOUND", tracing._root_bound(configured))
+    decisions = []
+    for _ in range(400):
+        span = tracing.start_trace("POST /graphql", kind=SpanKind.SERVER,
+                                   scope="analytics-gateway.http")
+        context = span.get_span_context()
+        expected = configured.sampler.should_sample(None, context.trace_id, "POST /graphql",
+                                                    SpanKind.SERVER)
+        assert context.trace_flags.sampled == expected.decision.is_sampled()
+        assert span.is_recording() == expected.decision.is_recording()
+        decisions.append(context.trace_flags.sampled)
+        span.end()
+    if sampler.endswith("traceidratio"):
+        assert 0 < sum(decisions) < len(decisions)  # both ways, about 30 % sampled
+
+
+def test_other_samplers_are_asked_for_each_new_trace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    for sampler in ("always_off", "parentbased_always_off"):
+        monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+        assert tracing._root_bound(TracerProvider()) is None  # start_trace -> start_root
