@@ -216,19 +216,29 @@ def apply_baselines(runs: Sequence[Run], baselines: dict[str, str]) -> None:
     `baselines` maps a scenario to its baseline scenario. A ratio needs figures on both sides;
     otherwise it stays None.
     """
-    index = {(r.scenario, r.users, r.concurrency): r for r in runs if not r.skipped}
     for run in runs:
-        base_name = baselines.get(run.scenario)
-        if base_name is None or run.skipped:
-            continue
-        run.baseline = base_name
-        base = index.get((base_name, run.users, run.concurrency))
-        if base is None:
-            continue
+        if run.scenario in baselines and not run.skipped:
+            run.baseline = baselines[run.scenario]
+    for run, base in _counterparts(runs, baselines):
         if base.rps > 0:
             run.rps_ratio = round(run.rps / base.rps, 3)
         if run.p50_ms is not None and base.p50_ms:
             run.p50_ratio = round(run.p50_ms / base.p50_ms, 2)
+
+
+def _counterparts(runs: Sequence[Run], names: dict[str, str]) -> list[tuple[Run, Run]]:
+    """Each run that `names` maps to another scenario, with that scenario's run of the same
+    dataset and concurrency (when it ran)."""
+    index = {(r.scenario, r.users, r.concurrency): r for r in runs if not r.skipped}
+    pairs = []
+    for run in runs:
+        other_name = names.get(run.scenario)
+        if other_name is None or run.skipped:
+            continue
+        other = index.get((other_name, run.users, run.concurrency))
+        if other is not None:
+            pairs.append((run, other))
+    return pairs
 
 
 # Each gateway scenario that has a peer's equivalent (bench/peers/), measured in the same run.
@@ -239,14 +249,11 @@ def apply_peers(runs: Sequence[Run], peers: dict[str, str]) -> None:
     """Fill each gateway run's throughput ratio to its peer's equivalent run of the same dataset
     and concurrency (`peers` maps a scenario to the peer's); None without figures on both sides.
     """
-    index = {(r.scenario, r.users, r.concurrency): r for r in runs if not r.skipped}
     for run in runs:
-        peer_name = peers.get(run.scenario)
-        if peer_name is None or run.skipped:
-            continue
-        run.peer = peer_name
-        other = index.get((peer_name, run.users, run.concurrency))
-        if other is not None and other.rps > 0:
+        if run.scenario in peers and not run.skipped:
+            run.peer = peers[run.scenario]
+    for run, other in _counterparts(runs, peers):
+        if other.rps > 0:
             run.peer_rps_ratio = round(run.rps / other.rps, 3)
 
 

@@ -198,24 +198,24 @@ class Config:
             peers=peer_names(env.get("BENCH_PEERS", "")))
 
 
+def _named(text: str, known: Sequence[str], variable: str, what: str) -> frozenset[str]:
+    """The comma-separated names of `text`, each one of `known`; empty: none given."""
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    unknown = names - set(known)
+    if unknown:
+        raise SystemExit(f"{variable}: unknown {', '.join(sorted(unknown))}; the {what} are "
+                         f"{', '.join(known)}")
+    return names
+
+
 def scenario_groups(text: str) -> frozenset[str]:
     """BENCH_ONLY's groups ("live", "dashboard,admin", ...); empty: all of them."""
-    groups = frozenset(g.strip() for g in text.split(",") if g.strip())
-    unknown = groups - set(SCENARIO_GROUPS)
-    if unknown:
-        raise SystemExit(f"BENCH_ONLY: unknown {', '.join(sorted(unknown))}; the groups are "
-                         f"{', '.join(SCENARIO_GROUPS)}")
-    return groups
+    return _named(text, SCENARIO_GROUPS, "BENCH_ONLY", "groups")
 
 
 def peer_names(text: str) -> frozenset[str]:
     """BENCH_PEERS's peers ("postgraphile"); empty: none."""
-    names = frozenset(p.strip() for p in text.split(",") if p.strip())
-    unknown = names - set(PEERS)
-    if unknown:
-        raise SystemExit(f"BENCH_PEERS: unknown {', '.join(sorted(unknown))}; the peers are "
-                         f"{', '.join(PEERS)}")
-    return names
+    return _named(text, PEERS, "BENCH_PEERS", "peers")
 
 
 # --- processes (bench/processes.py) -------------------------------------------------------------

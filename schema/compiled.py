@@ -180,12 +180,7 @@ class Run:
                 out[entry.key] = (entry.complete(source, self)  # type: ignore[misc]
                                   if entry.itself else entry.typename)
             else:
-                value = self.call(entry, source)
-                if inspect.isawaitable(value):
-                    out[entry.key] = None
-                    self.pending.append((value, entry, out))
-                else:
-                    out[entry.key] = entry.complete(value, self)  # type: ignore[misc]
+                self.resolve(entry, source, out)
         return out
 
     def resolve(self, entry: FieldPlan, source: Any, out: dict[str, Any]) -> None:

@@ -3,7 +3,8 @@
 Two apps on the same database: one with `COMPILED_EXECUTION=true`, the reference with `false`
 (graphql-core executing through Strawberry). Every query is sent to the compiled app twice (the
 first request teaches the plan cache, the second runs the plan) and once to the reference, and the
-raw response bytes and status codes must be identical. The corpus:
+raw response bytes, status codes and headers must be identical (a POSTed query with a plan takes
+the view's short way, `GraphQLApp._compiled_post`). The corpus:
 
 - every query operation written in the test suite (string literals of tests/*.py that parse and
   validate as GraphQL queries), with variables drawn from their types;
@@ -82,11 +83,16 @@ async def apps(settings: Settings, pool: asyncpg.Pool, users: UserFactory,
         yield Apps(compiled, reference, alice, bob, admin, tokens)
 
 
+VOLATILE_HEADERS = frozenset({"x-request-id", "date", "traceparent"})
+
+
 async def post(client: httpx.AsyncClient, body: dict[str, Any], token: str | None
-               ) -> tuple[int, bytes]:
+               ) -> tuple[int, bytes, dict[str, str]]:
+    """Status, body bytes and headers (those that differ by request aside)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     response = await client.post("/graphql", json=body, headers=headers)
-    return response.status_code, response.content
+    kept = {k: v for k, v in response.headers.items() if k not in VOLATILE_HEADERS}
+    return response.status_code, response.content, kept
 
 
 def compiled_count() -> float:
@@ -193,8 +199,8 @@ async def test_off_means_off(settings: Settings, app_with: Callable[..., Any], a
     async with app_with(settings, compiled_execution=False) as client:
         before = compiled_count()
         for _ in range(2):
-            status, _ = await post(client, {"query": "{ overview { totalTasks } }"},
-                                   token_for(alice.id))
+            status, _, _ = await post(client, {"query": "{ overview { totalTasks } }"},
+                                      token_for(alice.id))
             assert status == 200
         assert compiled_count() == before
 

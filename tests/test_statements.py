@@ -20,6 +20,7 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from bench.run import ADMIN_QUERY, DASHBOARD_QUERY
 from gateway.data.db import query
 from gateway.data.resources import Resources
 from gateway.ops.settings import Settings
@@ -27,23 +28,8 @@ from loaders import Loaders
 from tests.factories import User, UserFactory
 from workers.aggregation import aggregate_range
 
-# bench/run.py's DASHBOARD_QUERY and ADMIN_QUERY: what `make bench` sends.
-DASHBOARD = """query Dashboard {
-  overview { totalTasks completedTasks pendingTasks inProgressTasks overdueTasks dueTodayTasks
-             completionRate priorityDistribution { high medium low }
-             statusDistribution { todo inProgress done } }
-  trends(period: DAY) { period from to points { date tasksCreated tasksCompleted tasksDue
-                                               tasksCompletedOnTime completionRate
-                                               productivityScore } }
-  productivity { from to score tasksCompleted currentStreak longestStreak daysGoalMet
-                 leadTimeHours cycleTimeHours onTimeRate mostProductiveWeekday
-                 mostProductiveHour }
-}"""
-ADMIN = """query Admin {
-  users(first: 100) { edges { node { id overview { totalTasks completedTasks pendingTasks
-    inProgressTasks overdueTasks dueTodayTasks completionRate
-    priorityDistribution { high medium low } statusDistribution { todo inProgress done } } } } }
-}"""
+# What `make bench` sends.
+DASHBOARD, ADMIN = DASHBOARD_QUERY, ADMIN_QUERY
 OVERVIEW = "{ overview { totalTasks completedTasks overdueTasks } }"
 
 # What asyncpg itself sends (connection reset on release, type introspection, new connections'

@@ -359,7 +359,13 @@ class GraphQLApp(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        kept = _PARSED.set(parsed_body(scope))
+        parsed = parsed_body(scope)
+        if self.compiled is not None and parsed is not None:
+            fast = await self._compiled_post(scope, receive, parsed[1])
+            if fast is not None:
+                await fast(scope, receive, send)
+                return
+        kept = _PARSED.set(parsed)
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except HTTPException as exc:
@@ -367,6 +373,39 @@ class GraphQLApp(GraphQL[Context, None]):
         finally:
             _PARSED.reset(kept)
         await response(scope, receive, send)
+
+    async def _compiled_post(self, scope: Scope, receive: Receive, data: Any
+                             ) -> Response | None:
+        """The short way for a POSTed query with a compiled plan: the context, the plan, the
+        response, as `run` would make them (the same `get_context`, `process_result` and
+        `create_response`), without Strawberry's request adapter and body parsing (the body gate
+        parsed it). None, and Strawberry answers from the start, for anything else: no plan, a
+        body `run` would refuse or treat differently (a batch, a streaming `Accept`), or a plan
+        that hands over."""
+        compiled = self.compiled
+        if compiled is None or not isinstance(data, dict):
+            return None
+        query, name = data.get("query"), data.get("operationName")
+        variables, extensions = data.get("variables"), data.get("extensions")
+        if not isinstance(query, str) or not isinstance(name, (str, type(None))) \
+                or not isinstance(variables, (dict, type(None))) \
+                or not isinstance(extensions, (dict, type(None))):
+            return None
+        prepared = compiled.prepared(query, name)
+        if prepared is None:
+            return None
+        request = Request(scope=scope, receive=receive)
+        accept = request.headers.get("accept", "")
+        if "multipart/mixed" in accept or "text/event-stream" in accept:
+            return None
+        sub_response = await self.get_sub_response(request)
+        context = await self.get_context(request, response=sub_response)
+        try:
+            result = await compiled.execute(prepared, variables, context, query)
+        except Fallback as handover:
+            metrics.COMPILED_FALLBACKS.labels(handover.reason).inc()
+            return None
+        return self.create_response(await self.process_result(request, result), sub_response)
 
     async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
                              context: Context, root_value: Any, request_data: Any
