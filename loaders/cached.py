@@ -58,12 +58,14 @@ class SharedBatch:
     batch of live pushes), like the loaders that share it."""
 
     def __init__(self, name: str, cache: QueryCache, versions: VersionsOf,
-                 compute: ComputeParts, notes: dict[str, Any] | None = None) -> None:
+                 compute: ComputeParts, notes: dict[str, Any] | None = None, *,
+                 force: bool = False) -> None:
         self.name = name
         self.cache = cache
         self.versions = versions
         self.compute = compute
         self.notes = notes
+        self.force = force  # recompute and overwrite every key (cache warming)
         self._queue: list[tuple[Part, asyncio.Future[PartResult]]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # the batches running (kept referenced)
 
@@ -96,7 +98,8 @@ class SharedBatch:
                     "loader.cached": self.cache.enabled}):
                 versions = await self.versions(
                     list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
-                results = await self.cache.load_parts(parts, versions, self.compute, self.notes)
+                results = await self.cache.load_parts(parts, versions, self.compute, self.notes,
+                                                      force=self.force)
         except BaseException as exc:  # every joiner gets the failure; nobody hangs
             for _, future in queue:
                 if not future.done():
@@ -131,8 +134,8 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
         """Route this loader through the process's cache, keyed by the data versions that
         `versions` gives; hits and ages are noted in the request's `notes` (for
         `extensions.cache`). `force` recomputes every key and overwrites it (cache warming).
-        With `shared`, the batches go through that shared batch (whose own versions, notes and
-        compute are then used), together with the other loaders' of the same ticks."""
+        With `shared`, the batches go through that shared batch (whose own versions, notes,
+        compute and `force` are then used), together with the other loaders' of the same ticks."""
         self._query_cache = cache_of(resources)
         self._resources = resources
         self._versions = versions
@@ -157,7 +160,7 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
 
     async def _load_batch(self, keys: list[K],
                           outer: contextvars.Context | None = None) -> list[V]:
-        if self._shared is not None and not self._force:
+        if self._shared is not None:
             part = Part(self.field, keys, self.codec)  # type: ignore[arg-type]
             result = await self._shared.load(part, outer)
             if tracing.ENABLED:  # this loader's own part of the shared batch

@@ -93,7 +93,20 @@ async def test_a_warmed_dashboard_is_all_hits_and_equals_the_computed_one(
     assert computed.get("errors") is None, computed
 
     resources = client.app.state.resources  # type: ignore[attr-defined]
+    statements = ("analytics_figures", "analytics_overview", "analytics_daily_series",
+                  "analytics_productivity_extras")
+
+    def runs() -> dict[str, float]:
+        return {name: REGISTRY.get_sample_value(
+            "analytics_db_query_duration_seconds_count", {"query_type": name}) or 0.0
+            for name in statements}
+
+    ran = runs()
     assert await warm_users(resources, [user.id]) == 1
+    # All three kinds in one statement, as for a request (loaders/warming.py).
+    assert {k: v - ran[k] for k, v in runs().items()} == {
+        "analytics_figures": 1.0, "analytics_overview": 0.0, "analytics_daily_series": 0.0,
+        "analytics_productivity_extras": 0.0}
     before = counts()
     warmed = await gql(DASHBOARD, token=token)
 
