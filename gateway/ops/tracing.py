@@ -60,7 +60,7 @@ ENABLED = False
 """True once this process has a tracer provider of ours (`configure` or `install`)."""
 
 tracer = trace.get_tracer("analytics-gateway")  # a proxy until a provider is installed
-_RECORDING: ContextVar[bool] = ContextVar("tracing_recording", default=False)
+_RECORDING: ContextVar[SpanContext | None] = ContextVar("tracing_recording", default=None)
 """Whether the root span of the work running here (a request's, a job's, a command's) records:
 set by `current` and read by `recording`, one context-variable look-up where OpenTelemetry's
 `get_current_span().is_recording()` is five calls deep. An unsampled request asks it several
@@ -296,7 +296,9 @@ def start_child(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
                 start_time: int | None = None) -> Span:
     """A span under the current one, which the caller knows to be recording (`recording()`): a
     `LeanSpan` when the provider is ours, else the SDK's."""
-    parent = trace.get_current_span().get_span_context()
+    # The current span's context when it records (`enter` keeps it): one look-up where
+    # OpenTelemetry's current span is five calls away.
+    parent = _RECORDING.get() or trace.get_current_span().get_span_context()
     if _LEAN and parent.is_valid and parent.trace_flags.sampled:
         context = SpanContext(parent.trace_id, _span_id(), is_remote=False,
                               trace_flags=parent.trace_flags, trace_state=parent.trace_state)
@@ -384,7 +386,7 @@ def start_root(name: str, *, kind: SpanKind = SpanKind.INTERNAL, context: Any = 
 
 def recording() -> bool:
     """Whether a span of ours is recording here (so a child span would be kept)."""
-    return ENABLED and _RECORDING.get()
+    return ENABLED and _RECORDING.get() is not None
 
 
 def enter(span: Span) -> tuple[Any, Any]:
@@ -392,7 +394,7 @@ def enter(span: Span) -> tuple[Any, Any]:
     needs to restore the previous state. For the hottest path, the server span; elsewhere use
     `current`."""
     return otel_context.attach(trace.set_span_in_context(span)), \
-        _RECORDING.set(span.is_recording())
+        _RECORDING.set(span.get_span_context() if span.is_recording() else None)
 
 
 def leave(tokens: tuple[Any, Any]) -> None:
@@ -483,8 +485,25 @@ def redis_span(command: str) -> contextlib.AbstractContextManager[Span | None]:
     (`MGET`, `SET`, `EVALSHA`): its arguments hold keys with e-mail addresses (login limits)."""
     if not recording():
         return contextlib.nullcontext()
-    return child_span(command, kind=SpanKind.CLIENT,
-                      attributes={"db.system": "redis", "db.operation.name": command})
+    return _LeafSpan(command, {"db.system": "redis", "db.operation.name": command})
+
+
+class _LeafSpan:
+    """A CLIENT span around a call that starts no span of its own (a Redis command): not made
+    current, so it costs no context switch; an exception marks it failed, as `_span` does."""
+
+    __slots__ = ("span",)
+
+    def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
+        self.span = start_child(name, kind=SpanKind.CLIENT, attributes=attributes)
+
+    def __enter__(self) -> Span:
+        return self.span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> None:
+        if isinstance(exc, Exception):
+            failed(self.span, exc)
+        self.span.end()
 
 
 # --- SQL ------------------------------------------------------------------------------------
