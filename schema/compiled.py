@@ -40,14 +40,16 @@ through both executors. `COMPILED_EXECUTION=false` turns the compiled path off.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import enum
 import inspect
 import keyword
 import time
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from graphql import (
     DocumentNode,
@@ -98,6 +100,10 @@ PLAN_CACHE_SIZE = 512
 validation caches of schema/schema.py."""
 VARIANTS_PER_DOCUMENT = 16
 """Plans kept per document for different values of the variables its `@skip`/`@include` read."""
+
+
+_IMMUTABLE = (str, int, float, bool, type(None), enum.Enum, datetime.date)
+"""Converted literal arguments of these types are converted once and shared by every request."""
 
 
 class Fallback(Exception):
@@ -220,11 +226,12 @@ class Run:
                 for (_, entry, out), value in zip(level, results, strict=True):
                     if isinstance(value, BaseException):
                         if isinstance(value, asyncio.CancelledError):
+                            self.abandon()
                             raise value
                         raise Fallback("resolver_error")
                     out[entry.key] = entry.complete(value, self)  # type: ignore[misc]
             return data
-        except Fallback:
+        except (Fallback, asyncio.CancelledError):
             self.abandon()
             raise
         except Exception as exc:  # a resolver raised synchronously, or a completion failed
@@ -329,10 +336,11 @@ class Compiler:
                                               resolver.root_parameter) if p is not None),
             info_parameter=resolver.info_parameter.name if resolver.info_parameter else None)
         convert = self._converter(strawberry_field, definition, node)
-        if _reads_variables(node):
+        literal = None if _reads_variables(node) else convert(self.variables)
+        if literal is not None and all(isinstance(v, _IMMUTABLE) for v in literal.values()):
+            entry.kwargs = literal
+        else:  # variables, or an input object: converted per request, never shared
             entry.arguments = convert
-        else:
-            entry.kwargs = convert(self.variables)
         return entry
 
     def _converter(self, strawberry_field: StrawberryField, definition: Any,
@@ -372,7 +380,9 @@ class Compiler:
             item = self._completion(type_.of_type, details)
 
             def items(value: Any, run: Run) -> Any:
-                if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                # graphql-core's `is_iterable`: not a string, bytes or a mapping
+                if isinstance(value, (str, bytes, bytearray, memoryview, Mapping)) \
+                        or not isinstance(value, Iterable):
                     raise Fallback("not_a_list")
                 return [item(element, run) for element in value]
 
@@ -600,11 +610,17 @@ class CompiledOperations:
         key = tuple(_hashable(coerced.coerced.get(name)) for name in prepared.directive_variables)
         plan = prepared.plans.get(key)
         if plan is None:
-            # Uncompilable here only for a variant that selects what the first one skipped.
-            plan = Compiler(self.strawberry, prepared.document, operation, coerced).root()
+            try:
+                plan = Compiler(self.strawberry, prepared.document, operation, coerced).root()
+            except Uncompilable:  # a variant that selects what the first one skipped
+                plan = _NOT_COMPILED
+            except GraphQLError:  # e.g. a null `if:` of @skip: graphql-core reports it
+                raise Fallback("variables") from None
             if len(prepared.plans) >= VARIANTS_PER_DOCUMENT:
                 prepared.plans.clear()
             prepared.plans[key] = plan
+        if plan is _NOT_COMPILED:
+            raise Fallback("uncompilable")
         return coerced, plan
 
 
@@ -652,11 +668,29 @@ class _EventDocument:
     plans: dict[tuple[Any, ...], ObjectPlan] = field(default_factory=dict)
 
 
-_event_documents: WeakKeyDictionary[OperationDefinitionNode, _EventDocument] = \
-    WeakKeyDictionary()
-"""Event plans by subscription operation: Strawberry's parse cache gives every subscription of
-the same document the same operation node, so they share a plan (an idle subscription holds
-none of its own); a plan goes when its document leaves the parse cache."""
+_event_documents: dict[int, tuple[weakref.ref[OperationDefinitionNode], _EventDocument]] = {}
+"""Event plans by subscription operation, by identity: Strawberry's parse cache gives every
+subscription of the same document the same operation node, so they share a plan (an idle
+subscription holds none of its own), and a plan goes when its node does (it leaves the parse
+cache). Not a `WeakKeyDictionary`: graphql-core's nodes compare by content, and two documents
+whose operations read alike but whose fragments differ must not share a plan."""
+
+
+def _event_document(operation: OperationDefinitionNode,
+                    fragments: dict[str, FragmentDetails]) -> _EventDocument:
+    key = id(operation)
+    found = _event_documents.get(key)
+    if found is not None and found[0]() is operation:
+        return found[1]
+    document = _EventDocument(_event_directive_variables(operation, fragments))
+    _event_documents[key] = (weakref.ref(operation, lambda _: _forget(key)), document)
+    return document
+
+
+def _forget(key: int) -> None:
+    entry = _event_documents.get(key)
+    if entry is not None and entry[0]() is None:
+        del _event_documents[key]
 
 
 def compiled_event(executor: Any, payload: Any, fallback: Callable[[], Any]
@@ -670,10 +704,7 @@ def compiled_event(executor: Any, payload: Any, fallback: Callable[[], Any]
         return None
     operation: OperationDefinitionNode = executor.operation
     variables: VariableValues = executor.variable_values
-    document = _event_documents.get(operation)
-    if document is None:
-        document = _event_documents[operation] = _EventDocument(
-            _event_directive_variables(operation, executor.fragments))
+    document = _event_document(operation, executor.fragments)
     key = tuple(_hashable(variables.coerced.get(name)) for name in document.directive_variables)
     plan = document.plans.get(key)
     if plan is None:
@@ -681,7 +712,7 @@ def compiled_event(executor: Any, payload: Any, fallback: Callable[[], Any]
         try:
             plan = Compiler(strawberry_schema, None, operation, variables,
                             executor.fragments).event()
-        except Uncompilable:
+        except Exception:  # Uncompilable, or a directive graphql-core would report: its way
             plan = _NOT_COMPILED
         if len(document.plans) >= VARIANTS_PER_DOCUMENT:
             document.plans.clear()

@@ -478,3 +478,55 @@ async def test_subscription_events_are_the_same_bytes_compiled_or_not(
                         break
     assert received[True] == received[False]
     assert metrics.COMPILED_EVENTS._value.get() - before >= 4  # the error-free ones
+
+
+# --- found in review -----------------------------------------------------------------------------
+
+
+def _fallbacks() -> float:
+    return sum(sample.value for metric in metrics.COMPILED_FALLBACKS.collect()
+               for sample in metric.samples if sample.name.endswith("_total"))
+
+
+async def test_a_handed_over_request_runs_its_plan_once_then_graphql_core(apps: Apps) -> None:
+    query = "query($u: ID) { overview(userId: $u) { totalTasks } }"
+    assert await same_answer(apps, query, {})  # taught and planned
+    before = _fallbacks()
+    await same_answer(apps, query, {"u": str(apps.bob.id)})  # FORBIDDEN: handed over, once
+    assert _fallbacks() - before == 2  # the teaching request and the measured one, once each
+
+
+async def test_a_directive_error_in_a_new_variant_is_graphql_cores_answer(apps: Apps) -> None:
+    query = "query Q($x: Boolean = true) { version @skip(if: $x) a: version }"
+    assert await same_answer(apps, query, {})
+    await same_answer(apps, query, {"x": None})  # `if: null`: an error, not a 500
+    status, body, _ = await post(apps.compiled, {"query": query, "variables": {"x": None}},
+                                 apps.tokens["alice"])
+    assert status != 500 and b'"errors"' in body
+
+
+async def test_an_operation_name_that_is_not_a_string_is_refused_as_without_plans(
+        apps: Apps) -> None:
+    query = "query A { version } query B { version }"
+    assert await same_answer(apps, query, None, operation_name="A")
+    for name in (["A"], {"x": 1}, 3):
+        body = {"query": query, "operationName": name}
+        assert await post(apps.compiled, body, None) == await post(apps.reference, body, None)
+
+
+async def test_subscriptions_alike_but_for_their_fragments_keep_their_own_shapes(
+        apps: Apps, settings: Settings) -> None:
+    from dataclasses import replace
+
+    from tests.live_client import LiveClient, live_server
+
+    documents = [
+        "subscription S { overview { ...F } } fragment F on Overview { totalTasks }",
+        "subscription S { overview { ...F } } fragment F on Overview { completionRate }",
+    ]
+    async with live_server(replace(settings, compiled_execution=True)) as server, \
+            LiveClient.connect(server.ws, apps.tokens["alice"]) as client:
+        for n, query in enumerate(documents):
+            await client.subscribe(str(n), query)
+            data = await client.data(str(n))
+            assert list(data["overview"]) == (["totalTasks"] if n == 0 else ["completionRate"])

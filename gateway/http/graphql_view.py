@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 # The body gate's `(body, parsed)` of the request being answered (see `decode_json`).
 _PARSED: ContextVar[tuple[bytes, dict[str, Any]] | None] = ContextVar("graphql_body",
                                                                       default=None)
+# Whether the request's compiled plan already ran and handed over (`_compiled_post`).
+_PLAN_TRIED: ContextVar[bool] = ContextVar("graphql_plan_tried", default=False)
 
 
 # --- the WebSocket of subscriptions --------------------------------------------------------------
@@ -360,51 +362,56 @@ class GraphQLApp(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         parsed = parsed_body(scope)
+        handed_over = False
         if self.compiled is not None and parsed is not None:
             fast = await self._compiled_post(scope, receive, parsed[1])
-            if fast is not None:
+            if isinstance(fast, Response):
                 await fast(scope, receive, send)
                 return
+            handed_over = fast
         kept = _PARSED.set(parsed)
+        # A plan that handed over is not run again by `execute_single`: Strawberry answers.
+        skipped = _PLAN_TRIED.set(handed_over)
         try:
             response = await self.run(Request(scope=scope, receive=receive))
         except HTTPException as exc:
             response = self.refusal(exc)
         finally:
             _PARSED.reset(kept)
+            _PLAN_TRIED.reset(skipped)
         await response(scope, receive, send)
 
     async def _compiled_post(self, scope: Scope, receive: Receive, data: Any
-                             ) -> Response | None:
+                             ) -> Response | bool:
         """The short way for a POSTed query with a compiled plan: the context, the plan, the
         response, as `run` would make them (the same `get_context`, `process_result` and
         `create_response`), without Strawberry's request adapter and body parsing (the body gate
-        parsed it). None, and Strawberry answers from the start, for anything else: no plan, a
-        body `run` would refuse or treat differently (a batch, a streaming `Accept`), or a plan
-        that hands over."""
+        parsed it). Otherwise Strawberry answers from the start: False for a request without a
+        plan or one `run` would refuse or treat differently (a batch, a streaming `Accept`), True
+        for a plan that handed over (an error to report: not to be tried again)."""
         compiled = self.compiled
         if compiled is None or not isinstance(data, dict):
-            return None
+            return False
         query, name = data.get("query"), data.get("operationName")
         variables, extensions = data.get("variables"), data.get("extensions")
         if not isinstance(query, str) or not isinstance(name, (str, type(None))) \
                 or not isinstance(variables, (dict, type(None))) \
                 or not isinstance(extensions, (dict, type(None))):
-            return None
+            return False
         prepared = compiled.prepared(query, name)
         if prepared is None:
-            return None
+            return False
         request = Request(scope=scope, receive=receive)
         accept = request.headers.get("accept", "")
         if "multipart/mixed" in accept or "text/event-stream" in accept:
-            return None
+            return False
         sub_response = await self.get_sub_response(request)
         context = await self.get_context(request, response=sub_response)
         try:
             result = await compiled.execute(prepared, variables, context, query)
         except Fallback as handover:
             metrics.COMPILED_FALLBACKS.labels(handover.reason).inc()
-            return None
+            return True
         return self.create_response(await self.process_result(request, result), sub_response)
 
     async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
@@ -413,11 +420,12 @@ class GraphQLApp(GraphQL[Context, None]):
         """A query whose document has a compiled plan runs it (schema/compiled.py); anything
         else, and any request the plan hands back (an error to report), runs through Strawberry,
         which also teaches the plan cache the documents it answered without errors."""
-        compiled, query = self.compiled, request_data.query
+        compiled, query, name = self.compiled, request_data.query, request_data.operation_name
         known = None
-        if compiled is not None and isinstance(query, str) and (
+        if compiled is not None and isinstance(query, str) \
+                and isinstance(name, (str, type(None))) and not _PLAN_TRIED.get() and (
                 request_adapter.method != "GET" or self.allow_queries_via_get):
-            known = compiled.prepared(query, request_data.operation_name)
+            known = compiled.prepared(query, name)
             if known is not None:
                 try:
                     return await compiled.execute(known, request_data.variables, context, query)
@@ -428,8 +436,9 @@ class GraphQLApp(GraphQL[Context, None]):
                     context = context.fresh()
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
-        if compiled is not None and known is None and isinstance(query, str):
-            compiled.learn(query, request_data.operation_name, request_data.variables, result)
+        if compiled is not None and known is None and isinstance(query, str) \
+                and isinstance(name, (str, type(None))) and not _PLAN_TRIED.get():
+            compiled.learn(query, name, request_data.variables, result)
         return result
 
     async def render_graphql_ide(self, request: Request) -> Response:
