@@ -466,6 +466,10 @@ async def test_our_otlp_encoding_equals_the_sdks(
             attributes={"list": [1, 2, 3], "flag": True, "ratio": 0.5, "delta": -7,
                         "names": ("a", "b")}) as span:
         span.add_event("retry", {"attempt": 2})
+        # What the SDK accepts besides: None, a mapping, a mixed list, bytes (a lean span
+        # keeps them as the SDK does: tests/test_tracing_lean.py).
+        span.set_attributes({"none": None, "map": {"a": 1, "b": [True, None]},
+                             "mixed": ["x", 2], "raw": b"\x00\x01"})
         span.set_status(SpanStatus(StatusCode.ERROR, "TimeoutError"))
     spans = exporter.get_finished_spans()
     assert len(spans) > 10

@@ -42,9 +42,17 @@ def _fields(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+class _Odd:
+    def __str__(self) -> str:
+        return "odd"
+
+
 def _exercise(span: Any) -> None:
     span.set_attribute("db.operation.name", "analytics_overview")
     span.set_attributes({"codes": ["A", "B"], "count": 3, "ok": True, "ratio": 0.5})
+    # Not what our code sets, but kept exactly as the SDK keeps it: a str() of an object, a
+    # tuple of a mixed list, nothing for None.
+    span.set_attributes({"odd": _Odd(), "mixed": ["a", 1], "gone": None})
     span.update_name("renamed")
     span.add_event("checkpoint", {"step": 1})
     span.set_status(Status(StatusCode.ERROR, "SERVICE_UNAVAILABLE"))

@@ -58,7 +58,10 @@ def _str_field(field: int, value: str | None) -> bytes:
 
 
 def _any_value(value: Any) -> bytes:
-    """An `AnyValue` message: string 1, bool 2, int 3, double 4, array 5, bytes 7."""
+    """An `AnyValue` message: string 1, bool 2, int 3, double 4, array 5, key-value list 6,
+    bytes 7; None is the empty message (the SDK keeps None attribute values)."""
+    if value is None:
+        return b""
     if isinstance(value, str):
         return _len_field(1, value.encode())
     if isinstance(value, bool):
@@ -71,6 +74,10 @@ def _any_value(value: Any) -> bytes:
         return _len_field(7, value)
     if isinstance(value, Sequence):
         return _len_field(5, b"".join(_len_field(1, _any_value(v)) for v in value))
+    if isinstance(value, Mapping):
+        return _len_field(6, b"".join(
+            _len_field(1, _str_field(1, str(k)) + _len_field(2, _any_value(v)))
+            for k, v in value.items()))
     raise TypeError(f"attribute value of type {type(value).__name__}")
 
 

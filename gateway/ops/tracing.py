@@ -127,9 +127,10 @@ def install(exporter: SpanExporter, settings: Settings | None = None, *,
     _provider = provider
     # Lean child spans need the provider's processors (an SDK internal: checked here, once).
     _LEAN = lean and hasattr(provider, "_active_span_processor")
+    from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.sdk.trace import Event, ReadableSpan
 
-    _SDK.ReadableSpan, _SDK.Event = ReadableSpan, Event
+    _SDK.ReadableSpan, _SDK.Event, _SDK.BoundedAttributes = ReadableSpan, Event, BoundedAttributes
     _ROOT_BOUND = _root_bound(provider) if _LEAN else None
     ENABLED = True
     return provider
@@ -212,16 +213,23 @@ class LeanSpan(Span):
         return self._end is None
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if self._end is None and value is not None:
-            # As the SDK keeps them: sequences as tuples (they must not change after the fact).
-            self._attributes[key] = tuple(value) if type(value) is list else value
+        if self._end is None:
+            self._keep(key, value)
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end is None:
-            kept = self._attributes
             for key, value in attributes.items():
-                if value is not None:
-                    kept[key] = tuple(value) if type(value) is list else value
+                self._keep(key, value)
+
+    def _keep(self, key: str, value: Any) -> None:
+        if type(value) in _PRIMITIVES:  # what our code sets: kept as is
+            self._attributes[key] = value
+        else:
+            # Anything else as the SDK's span keeps it (sequences as tuples, other objects as
+            # their str(), None as None), through the SDK's own bounded attributes.
+            cleaned = _SDK.BoundedAttributes(attributes={key: value})
+            if key in cleaned:
+                self._attributes[key] = cleaned[key]
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end is None:
@@ -266,6 +274,10 @@ class _SDK:
 
     ReadableSpan: Any = None
     Event: Any = None
+    BoundedAttributes: Any = None
+
+
+_PRIMITIVES = frozenset({str, bool, int, float})
 
 
 def _span_id() -> int:
