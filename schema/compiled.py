@@ -155,8 +155,7 @@ class FieldPlan:
 class ObjectPlan:
     typename: str
     fields: list[FieldPlan] = field(default_factory=list)
-    # The generated function that builds the JSON object (`generate`); None: `Run.object` walks
-    # the fields instead.
+    # The generated function that builds the JSON object (`generate`); None only until then.
     build: Callable[[Any, Run], dict[str, Any]] | None = None
 
 
@@ -174,20 +173,12 @@ class Run:
         self.pending: list[tuple[Any, FieldPlan, dict[str, Any]]] = []
 
     def object(self, plan: ObjectPlan, source: Any) -> dict[str, Any]:
-        """The JSON object for `source`; resolvers that return awaitables are queued, their key
-        holding its place (dicts keep insertion order) until the level's results arrive."""
-        if plan.build is not None:
-            return plan.build(source, self)
-        out: dict[str, Any] = {}
-        for entry in plan.fields:
-            if entry.attribute is not None:
-                out[entry.key] = entry.complete(getattr(source, entry.attribute), self)  # type: ignore[misc]
-            elif entry.resolver is None:
-                out[entry.key] = (entry.complete(source, self)  # type: ignore[misc]
-                                  if entry.itself else entry.typename)
-            else:
-                self.resolve(entry, source, out)
-        return out
+        """The JSON object for `source`, from the plan's generated builder (`generate`):
+        resolvers that return awaitables are queued (`resolve`), their key holding its place
+        (dicts keep insertion order) until the level's results arrive."""
+        build = plan.build
+        assert build is not None, "a plan is run only once generated"
+        return build(source, self)
 
     def resolve(self, entry: FieldPlan, source: Any, out: dict[str, Any]) -> None:
         """`out[key]` for a resolver field: its value, or its place kept while it is awaited."""
@@ -290,6 +281,7 @@ class Compiler:
                 continue
             plan.fields.append(FieldPlan(key, self._completion(definition.type, details),
                                          itself=True))
+        plan.build = generate(plan)
         return plan
 
     @staticmethod
@@ -431,7 +423,7 @@ def generate(plan: ObjectPlan) -> Callable[[Any, Run], dict[str, Any]]:
     """One Python function that builds the JSON object of `plan` for a source object: a
     statement per response key, built-in scalars checked inline, everything else through the
     field's completion (`C<i>`) or, for resolvers, `Run.resolve`. It does what `Run.object`
-    does for the same plan, without the loop and the calls per field."""
+    would do walking the plan's fields, without the loop and the calls per field."""
     namespace: dict[str, Any] = {"_INF": float("inf")}
     lines = ["def build(source, run):", "    out = {}"]
     for i, entry in enumerate(plan.fields):
@@ -560,27 +552,29 @@ class CompiledOperations:
         prepared = Prepared(document, operation, name, _skip_include_variables(document))
         try:  # compiled now, for the variables just accepted: an uncompilable document is known
             self._plan(prepared, variables if isinstance(variables, dict) else None, query)
-        except (Uncompilable, Fallback):
+        except Fallback:
             return _UNCOMPILABLE
         return prepared
 
     async def execute(self, prepared: Prepared, variables: dict[str, Any] | None,
                       context: Any, query: str) -> ExecutionResult:
-        """The response of the prepared operation, or `Fallback`."""
+        """The response of the prepared operation, or `Fallback` (counted in
+        `analytics_compiled_fallbacks_total`)."""
         started = time.perf_counter()
         try:
             coerced, plan = self._plan(prepared, variables, query)
-        except Uncompilable:
-            raise Fallback("uncompilable") from None
-        if not tracing.recording():
-            data = await Run(context, coerced).execute(plan, None)
-        else:  # the operation's span, as schema/extensions/tracing.py makes it
-            span = tracing.start_child("graphql")
-            try:
-                with tracing.current(span):
-                    data = await Run(context, coerced).execute(plan, None)
-            finally:
-                finish_operation_span(span, prepared.operation, [])
+            if not tracing.recording():
+                data = await Run(context, coerced).execute(plan, None)
+            else:  # the operation's span, as schema/extensions/tracing.py makes it
+                span = tracing.start_child("graphql")
+                try:
+                    with tracing.current(span):
+                        data = await Run(context, coerced).execute(plan, None)
+                finally:
+                    finish_operation_span(span, prepared.operation, [])
+        except Fallback as handover:
+            metrics.COMPILED_FALLBACKS.labels(handover.reason).inc()
+            raise
         operation_done(prepared.name, "query", True, started)
         metrics.COMPILED_OPERATIONS.inc()
         return ExecutionResult(data=data, errors=None, extensions=cache_report(context))
@@ -590,38 +584,51 @@ class CompiledOperations:
         """The variables coerced and checked as graphql-core and our extensions would, and the
         plan for their `@skip`/`@include` values."""
         operation = prepared.operation
-        if not operation.variable_definitions:
-            plan = prepared.plans.get(())
-            if plan is None:
-                plan = prepared.plans[()] = Compiler(self.strawberry, prepared.document,
-                                                     operation, self._no_variables).root()
-            return self._no_variables, plan
+        coerced = self._checked(prepared, variables, query) if operation.variable_definitions \
+            else self._no_variables
+        key = tuple(_hashable(coerced.coerced.get(name)) for name in prepared.directive_variables)
+        try:
+            plan = _variant(prepared.plans, key, lambda: Compiler(
+                self.strawberry, prepared.document, operation, coerced).root())
+        except GraphQLError:  # e.g. a null `if:` of @skip: graphql-core reports it
+            raise Fallback("variables") from None
+        if plan is _NOT_COMPILED:  # a variant that selects what the first one skipped
+            raise Fallback("uncompilable")
+        return coerced, plan
+
+    def _checked(self, prepared: Prepared, variables: dict[str, Any] | None,
+                 query: str) -> VariableValues:
+        """The request's variables coerced by graphql-core, after the per-request checks of
+        QueryGuard and InputCheck (schema/extensions/); `Fallback` for anything they refuse."""
         if variables is not None and not isinstance(variables, dict):
             raise Fallback("variables")
+        operation = prepared.operation
         coerced = _coerce(self.schema, operation.variable_definitions, variables or {})
         if not isinstance(coerced, VariableValues):
             raise Fallback("variables")
-        # The per-request checks of QueryGuard and InputCheck (schema/extensions/).
         if CostEstimator(self.schema, prepared.document, self.limits,
                          variables or {}).check(operation) is not None:
             raise Fallback("limits")
         if unstorable_argument(prepared.document, prepared.name, variables, query) is not None:
             raise Fallback("input")
-        key = tuple(_hashable(coerced.coerced.get(name)) for name in prepared.directive_variables)
-        plan = prepared.plans.get(key)
-        if plan is None:
-            try:
-                plan = Compiler(self.strawberry, prepared.document, operation, coerced).root()
-            except Uncompilable:  # a variant that selects what the first one skipped
-                plan = _NOT_COMPILED
-            except GraphQLError:  # e.g. a null `if:` of @skip: graphql-core reports it
-                raise Fallback("variables") from None
-            if len(prepared.plans) >= VARIANTS_PER_DOCUMENT:
-                prepared.plans.clear()
-            prepared.plans[key] = plan
-        if plan is _NOT_COMPILED:
-            raise Fallback("uncompilable")
-        return coerced, plan
+        return coerced
+
+
+def _variant(plans: dict[tuple[Any, ...], ObjectPlan], key: tuple[Any, ...],
+             build: Callable[[], ObjectPlan],
+             uncompilable: tuple[type[Exception], ...] = (Uncompilable,)) -> ObjectPlan:
+    """The plan of a document for one set of `@skip`/`@include` values, built once (at most
+    `VARIANTS_PER_DOCUMENT` kept); `_NOT_COMPILED` when building it raises `uncompilable`."""
+    plan = plans.get(key)
+    if plan is None:
+        try:
+            plan = build()
+        except uncompilable:
+            plan = _NOT_COMPILED
+        if len(plans) >= VARIANTS_PER_DOCUMENT:
+            plans.clear()
+        plans[key] = plan
+    return plan
 
 
 def _coerce(schema: GraphQLSchema, definitions: Any, inputs: dict[str, Any]
@@ -706,17 +713,10 @@ def compiled_event(executor: Any, payload: Any, fallback: Callable[[], Any]
     variables: VariableValues = executor.variable_values
     document = _event_document(operation, executor.fragments)
     key = tuple(_hashable(variables.coerced.get(name)) for name in document.directive_variables)
-    plan = document.plans.get(key)
-    if plan is None:
-        strawberry_schema = executor.schema._strawberry_schema
-        try:
-            plan = Compiler(strawberry_schema, None, operation, variables,
-                            executor.fragments).event()
-        except Exception:  # Uncompilable, or a directive graphql-core would report: its way
-            plan = _NOT_COMPILED
-        if len(document.plans) >= VARIANTS_PER_DOCUMENT:
-            document.plans.clear()
-        document.plans[key] = plan
+    # Uncompilable, or a directive graphql-core would report (its way, then): not compiled.
+    plan = _variant(document.plans, key, lambda: Compiler(
+        executor.schema._strawberry_schema, None, operation, variables,
+        executor.fragments).event(), (Exception,))
     if plan is _NOT_COMPILED:
         return None
     return CompiledEvent(plan, payload, context, variables, fallback)

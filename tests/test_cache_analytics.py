@@ -21,6 +21,7 @@ from gateway.ops.settings import Settings
 from gateway.security.access import create_access_token
 from loaders.warming import warm_users
 from tests.factories import UserFactory
+from tests.samples import statements_run
 
 Gql = Callable[..., Awaitable[dict[str, Any]]]
 FIELDS = ("overview", "trends", "productivity")
@@ -95,16 +96,10 @@ async def test_a_warmed_dashboard_is_all_hits_and_equals_the_computed_one(
     resources = client.app.state.resources  # type: ignore[attr-defined]
     statements = ("analytics_figures", "analytics_overview", "analytics_daily_series",
                   "analytics_productivity_extras")
-
-    def runs() -> dict[str, float]:
-        return {name: REGISTRY.get_sample_value(
-            "analytics_db_query_duration_seconds_count", {"query_type": name}) or 0.0
-            for name in statements}
-
-    ran = runs()
+    ran = statements_run(statements)
     assert await warm_users(resources, [user.id]) == 1
     # All three kinds in one statement, as for a request (loaders/warming.py).
-    assert {k: v - ran[k] for k, v in runs().items()} == {
+    assert {k: v - ran[k] for k, v in statements_run(statements).items()} == {
         "analytics_figures": 1.0, "analytics_overview": 0.0, "analytics_daily_series": 0.0,
         "analytics_productivity_extras": 0.0}
     before = counts()

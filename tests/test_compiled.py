@@ -40,6 +40,7 @@ from gateway.ops import metrics
 from gateway.ops.settings import Settings
 from schema.schema import schema as reference_schema
 from tests.factories import User, UserFactory
+from tests.samples import sample
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +97,7 @@ async def post(client: httpx.AsyncClient, body: dict[str, Any], token: str | Non
 
 
 def compiled_count() -> float:
-    return float(metrics.COMPILED_OPERATIONS._value.get())
+    return sample("analytics_compiled_operations_total")
 
 
 async def same_answer(apps: Apps, query: str, variables: dict[str, Any] | None = None,
@@ -462,7 +463,7 @@ async def test_subscription_events_are_the_same_bytes_compiled_or_not(
     from tests.live_client import LiveClient, live_server
 
     received: dict[bool, list[str]] = {}
-    before = metrics.COMPILED_EVENTS._value.get()
+    before = sample("analytics_compiled_events_total")
     for compiled in (True, False):
         messages = received[compiled] = []
         async with live_server(replace(settings, compiled_execution=compiled)) as server, \
@@ -477,15 +478,15 @@ async def test_subscription_events_are_the_same_bytes_compiled_or_not(
                         messages.append(str(raw))
                         break
     assert received[True] == received[False]
-    assert metrics.COMPILED_EVENTS._value.get() - before >= 4  # the error-free ones
+    assert sample("analytics_compiled_events_total") - before >= 4  # the error-free ones
 
 
 # --- found in review -----------------------------------------------------------------------------
 
 
 def _fallbacks() -> float:
-    return sum(sample.value for metric in metrics.COMPILED_FALLBACKS.collect()
-               for sample in metric.samples if sample.name.endswith("_total"))
+    return sum(point.value for metric in metrics.COMPILED_FALLBACKS.collect()
+               for point in metric.samples if point.name.endswith("_total"))
 
 
 async def test_a_handed_over_request_runs_its_plan_once_then_graphql_core(apps: Apps) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from gateway.live.fanout import CHANNEL, decode_change, encode_change, publish
@@ -28,6 +27,7 @@ from gateway.ops.settings import Settings
 from gateway.security.access import create_access_token
 from tests.factories import User, UserFactory
 from tests.live_client import LiveClient, live_server
+from tests.samples import sample, statements_run
 
 DASHBOARD = """subscription Live($period: Period!, $from: Date, $to: Date) {
   dashboard {
@@ -73,14 +73,6 @@ async def _total_after_pushes(client: LiveClient, op_id: str, expected: int) -> 
             return pushes
 
 
-def _samples(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-def _statements_run(names: tuple[str, ...]) -> dict[str, float]:
-    """How many times each named SQL statement has run in this process so far."""
-    return {name: _samples("analytics_db_query_duration_seconds_count", query_type=name)
-            for name in names}
 
 
 async def test_first_event_is_the_answer_of_the_same_query_and_a_write_pushes_the_new_one(
@@ -105,7 +97,7 @@ async def test_first_event_is_the_answer_of_the_same_query_and_a_write_pushes_th
         assert pushed["dashboard"]["overview"]["totalTasks"] == 4
         assert pushed["dashboard"] == (await _post(server.http, DASHBOARD_QUERY, token,
                                                    variables))["data"]
-    assert _samples("analytics_live_pushes_total", field="dashboard") >= 2
+    assert sample("analytics_live_pushes_total", field="dashboard") >= 2
 
 
 async def test_a_burst_of_writes_is_coalesced_and_the_last_push_is_the_final_state(
@@ -146,7 +138,7 @@ async def test_a_write_on_one_process_is_pushed_by_the_other(
         assert (await client.data("o"))["overview"]["totalTasks"] == 0
         await _post(a.http, CREATE, token)
         assert (await client.data("o"))["overview"]["totalTasks"] == 1
-    assert _samples("analytics_live_push_delay_seconds_count") >= 1
+    assert sample("analytics_live_push_delay_seconds_count") >= 1
 
 
 async def test_a_worker_bumping_data_versions_publishes_the_change(redis: Redis) -> None:
@@ -189,7 +181,7 @@ async def test_connection_init_without_a_valid_token_is_closed_4401(
         await client.send({"type": "connection_init", "payload": payload})
         code, reason = await client.closed()
     assert code == 4401 and reason.startswith("Unauthorized"), (code, reason)
-    assert _samples("analytics_live_closed_total", reason="unauthorized") >= 1
+    assert sample("analytics_live_closed_total", reason="unauthorized") >= 1
 
 
 async def test_a_subscribe_before_connection_init_is_closed_4401(
@@ -272,7 +264,7 @@ async def test_caps_per_connection_per_user_and_per_process(
 
             async with LiveClient.connect(server.ws, init=False) as three:
                 assert (await three.closed())[0] == 1013
-    assert _samples("analytics_live_closed_total", reason="capacity") >= 1
+    assert sample("analytics_live_closed_total", reason="capacity") >= 1
 
 
 async def test_the_connection_is_closed_4401_when_its_token_expires(
@@ -287,7 +279,7 @@ async def test_the_connection_is_closed_4401_when_its_token_expires(
         await client.data("o")
         code, reason = await client.closed()
     assert (code, reason) == (4401, "Unauthorized: Access token expired")
-    assert _samples("analytics_live_closed_total", reason="expired") >= 1
+    assert sample("analytics_live_closed_total", reason="expired") >= 1
 
 
 async def test_a_deleted_account_is_closed_4403_at_the_next_push(
@@ -301,7 +293,7 @@ async def test_a_deleted_account_is_closed_4403_at_the_next_push(
         await pool.execute("delete from users where id = $1", user.id)
         await publish(redis, [user.id])
         assert await client.closed() == (4403, "Account deleted")
-    assert _samples("analytics_live_closed_total", reason="deleted") >= 1
+    assert sample("analytics_live_closed_total", reason="deleted") >= 1
 
 
 async def test_many_connections_following_one_user_compute_each_figure_once_per_change(
@@ -325,12 +317,12 @@ async def test_many_connections_following_one_user_compute_each_figure_once_per_
             for client in clients:
                 await client.subscribe("dash", DASHBOARD, variables)
                 await client.data("dash")
-            before = _statements_run(statements)
+            before = statements_run(statements)
             await _post(server.http, CREATE, token)  # a new data version: every cache misses
             for client in clients:
                 pushed = await client.data("dash")
                 assert pushed["dashboard"]["overview"]["totalTasks"] == 2
-            after = _statements_run(statements)
+            after = statements_run(statements)
     assert {name: after[name] - before[name] for name in statements} == expected
 
 
@@ -356,12 +348,12 @@ async def test_users_changed_together_are_pushed_with_one_statement_per_figure(
         for user in followed:  # plain SQL (the trigger raises the data version): no message
             await users.task(user)
         await asyncio.sleep(2 * live_settings.live_coalesce_ms / 1000)  # all due at once
-        before = _statements_run(statements)
+        before = statements_run(statements)
         await publish(redis, [user.id for user in followed])
         for client in clients:
             pushed = await client.data("dash")
             assert pushed["dashboard"]["overview"]["totalTasks"] == 2
-        after = _statements_run(statements)
+        after = statements_run(statements)
     assert {name: after[name] - before[name] for name in statements} == expected
 
 
@@ -500,7 +492,7 @@ async def test_a_client_that_stops_reading_is_closed_as_a_slow_consumer(
                     await asyncio.sleep(0.01)
             code, reason = await client.closed()
     assert (code, reason) in ((4008, "slow consumer"), (None, ""))  # the frame may not fit
-    assert _samples("analytics_live_closed_total", reason="slow") >= 1
+    assert sample("analytics_live_closed_total", reason="slow") >= 1
 
 
 @pytest.mark.parametrize(("zone", "now", "seconds"), [

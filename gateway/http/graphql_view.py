@@ -45,7 +45,6 @@ from gateway.http.graphiql import graphiql_page
 from gateway.http.identity import account_of, identify, verified_caller
 from gateway.http.responses import RETRY_STATUSES, ORJSONResponse
 from gateway.live.hub import CLOSE_SLOW, CLOSE_TRY_LATER, CLOSE_UNAUTHORIZED, Connection, Hub
-from gateway.ops import metrics
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller, bearer_token, verify_access_token
 from resolvers.context import Context
@@ -409,8 +408,7 @@ class GraphQLApp(GraphQL[Context, None]):
         context = await self.get_context(request, response=sub_response)
         try:
             result = await compiled.execute(prepared, variables, context, query)
-        except Fallback as handover:
-            metrics.COMPILED_FALLBACKS.labels(handover.reason).inc()
+        except Fallback:
             return True
         return self.create_response(await self.process_result(request, result), sub_response)
 
@@ -421,24 +419,22 @@ class GraphQLApp(GraphQL[Context, None]):
         else, and any request the plan hands back (an error to report), runs through Strawberry,
         which also teaches the plan cache the documents it answered without errors."""
         compiled, query, name = self.compiled, request_data.query, request_data.operation_name
+        plans = compiled if isinstance(query, str) and isinstance(name, (str, type(None))) \
+            and not _PLAN_TRIED.get() else None
         known = None
-        if compiled is not None and isinstance(query, str) \
-                and isinstance(name, (str, type(None))) and not _PLAN_TRIED.get() and (
-                request_adapter.method != "GET" or self.allow_queries_via_get):
-            known = compiled.prepared(query, name)
+        if plans is not None and (request_adapter.method != "GET" or self.allow_queries_via_get):
+            known = plans.prepared(query, name)
             if known is not None:
                 try:
-                    return await compiled.execute(known, request_data.variables, context, query)
+                    return await plans.execute(known, request_data.variables, context, query)
                 except Fallback as handover:
-                    metrics.COMPILED_FALLBACKS.labels(handover.reason).inc()
                     log.debug("compiled plan handed over (%s)", handover.reason,
                               exc_info=handover.__cause__ is not None)
                     context = context.fresh()
         result = await super().execute_single(request, request_adapter, sub_response, context,
                                               root_value, request_data)
-        if compiled is not None and known is None and isinstance(query, str) \
-                and isinstance(name, (str, type(None))) and not _PLAN_TRIED.get():
-            compiled.learn(query, name, request_data.variables, result)
+        if plans is not None and known is None:
+            plans.learn(query, name, request_data.variables, result)
         return result
 
     async def render_graphql_ide(self, request: Request) -> Response:
