@@ -100,6 +100,12 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
     `rollup_reset` says the change deleted the user's whole rollup (a new timezone moves every
     local day): a rebuild of their history is queued, or the nightly run would only redo yesterday.
     """
+    # This process's kept account row (gateway/data/accounts.py) has the data version from before
+    # the change: dropped now, so the writer's next read here sees its write. Other processes
+    # drop theirs when PostgreSQL's notification of the change reaches them.
+    accounts = getattr(resources, "accounts", None)
+    if accounts is not None:
+        accounts.evict(user_id)
     # With a read replica, this user's reads go to the primary until the replica has replayed
     # this change, so that figures recomputed under the new data version include it.
     await record_write(resources, [user_id])

@@ -187,12 +187,23 @@ def token_for(settings: Settings) -> Callable[..., str]:
     return make
 
 
+async def settled(client: httpx.AsyncClient) -> None:
+    """Wait until the app under test has applied every account change committed so far: tests
+    change rows in SQL behind the API's back, then read through it, faster than PostgreSQL's
+    notification reaches the app's account cache (gateway/data/accounts.py) in a real one."""
+    resources = client.app.state.resources  # type: ignore[attr-defined]
+    if resources.accounts is not None:
+        assert await resources.accounts.settled(resources.pool), "account cache not listening"
+
+
 @pytest.fixture
 def gql(client: httpx.AsyncClient) -> Callable[..., Awaitable[dict[str, Any]]]:
-    """POST a GraphQL query; returns the decoded body (`data` and maybe `errors`)."""
+    """POST a GraphQL query; returns the decoded body (`data` and maybe `errors`). Every change
+    committed before is seen (`settled`)."""
     async def run(query: str, variables: dict[str, Any] | None = None, *,
                   token: str | None = None, headers: dict[str, str] | None = None
                   ) -> dict[str, Any]:
+        await settled(client)
         all_headers = dict(headers or {})
         if token:
             all_headers["Authorization"] = f"Bearer {token}"
@@ -214,6 +225,7 @@ async def gql_uncached(settings: Settings, pool: asyncpg.Pool, redis: Redis,
         async def run(query: str, variables: dict[str, Any] | None = None, *,
                       token: str | None = None) -> dict[str, Any]:
             headers = {"Authorization": f"Bearer {token}"} if token else {}
+            await settled(client)
             response = await client.post("/graphql", json={"query": query,
                                                             "variables": variables},
                                          headers=headers)

@@ -24,7 +24,7 @@ async def test_pools_that_fit_the_server_log_nothing(
     small = replace(settings, workers=2, database_pool_size=5, database_max_overflow=10)
     with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         [budget] = await check_connection_budget(small, pool)
-    assert budget.fits and budget.needed == 30
+    assert budget.fits and budget.needed == 32  # 2 x (5 + 10 + the account cache's listener)
     assert budget.available <= await server_allows(pool)
     assert caplog.records == []
 
@@ -32,14 +32,20 @@ async def test_pools_that_fit_the_server_log_nothing(
 async def test_too_many_workers_for_max_connections_warn_with_the_arithmetic(
         settings: Settings, pool: asyncpg.Pool, caplog: pytest.LogCaptureFixture) -> None:
     allowed = await server_allows(pool)
-    workers = allowed // 15 + 1  # one process more than fits at 5 + 10 connections each
+    workers = allowed // 16 + 1  # one process more than fits at 5 + 10 + 1 connections each
     big = replace(settings, workers=workers, database_pool_size=5, database_max_overflow=10)
     with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         [budget] = await check_connection_budget(big, pool)
-    assert not budget.fits and budget.needed == workers * 15
+    assert not budget.fits and budget.needed == workers * 16
     [record] = caplog.records
     assert f"WORKERS={workers}" in record.getMessage()
-    assert f"= {workers * 15} connections" in record.getMessage()
+    assert "+ 1 listening for account changes = 16)" in record.getMessage()
+    assert f"= {workers * 16} connections" in record.getMessage()
+    # Without the account cache, no listener.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
+        [budget] = await check_connection_budget(replace(big, account_cache_seconds=0), pool)
+    assert budget.needed == workers * 15
 
 
 async def test_resources_open_runs_the_check(settings: Settings, pool: asyncpg.Pool,

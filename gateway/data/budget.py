@@ -53,9 +53,12 @@ class Budget:
     def fits(self) -> bool:
         return self.needed <= self.available
 
+    listener: int = 0     # the account cache's LISTEN connection (gateway/data/accounts.py)
+
     def message(self) -> str:
+        listener = " + 1 listening for account changes" if self.listener else ""
         return (f"connection budget exceeded on the {self.server}: WORKERS={self.processes} x "
-                f"(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW = {self.per_process}) = "
+                f"(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW{listener} = {self.per_process}) = "
                 f"{self.needed} connections, but the server allows {self.available} "
                 f"(max_connections minus reserved slots); lower the pool sizes, raise "
                 f"max_connections, or put a transaction pooler in between "
@@ -66,8 +69,11 @@ async def server_budget(settings: Settings, pool: asyncpg.Pool, server: str) -> 
     """The budget of one server, read from its own settings."""
     row = await pool.fetchrow(_LIMITS_SQL)
     available = row["max_connections"] - row["superuser_reserved"] - row["reserved"]
+    listener = int(server == "primary" and bool(settings.account_cache_seconds)
+                   and not looks_like_pooler(settings.database_url))
     return Budget(server, settings.workers,
-                  settings.database_pool_size + settings.database_max_overflow, available)
+                  settings.database_pool_size + settings.database_max_overflow + listener,
+                  available, listener)
 
 
 def looks_like_pooler(url: str | None) -> bool:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
 from gateway.cache.clients import create_redis
-from gateway.data.budget import check_connection_budget
+from gateway.data.accounts import AccountCache
+from gateway.data.budget import check_connection_budget, looks_like_pooler
 from gateway.data.db import create_pool as create_pg_pool
 from gateway.ops.settings import Settings
 
@@ -25,18 +27,24 @@ class Resources:
     cache_redis: Redis            # the cache path: 200 ms timeouts, no retries
     arq: ArqRedis | None          # job enqueueing; None while Redis was down at start-up
     read_pool: asyncpg.Pool | None = None  # DATABASE_READ_URL's replica (gateway/data/replica.py)
+    accounts: AccountCache[Any] | None = None  # callers' rows (gateway/data/accounts.py): the API
 
     @classmethod
-    async def open(cls, settings: Settings) -> Resources:
+    async def open(cls, settings: Settings, *, account_cache: bool = False) -> Resources:
+        """The clients; `account_cache`: also the cache of callers' account rows, which listens
+        on a connection of its own (the API's lifespan asks for it, workers do not)."""
         pool = await create_pg_pool(settings)
         read_pool = await open_read_pool(settings)
         await check_connection_budget(settings, pool, read_pool)
         redis = create_redis(settings)
         cache_redis = create_redis(settings, cache_path=True)
         arq = await open_arq(settings)
-        return cls(settings, pool, redis, cache_redis, arq, read_pool)
+        accounts = await open_account_cache(settings) if account_cache else None
+        return cls(settings, pool, redis, cache_redis, arq, read_pool, accounts)
 
     async def close(self) -> None:
+        if self.accounts is not None:
+            await self.accounts.stop()
         if self.arq is not None:
             await self.arq.aclose()
         await self.cache_redis.aclose()
@@ -44,6 +52,20 @@ class Resources:
         if self.read_pool is not None:
             await self.read_pool.close()
         await self.pool.close()
+
+
+async def open_account_cache(settings: Settings) -> AccountCache[Any] | None:
+    """The account cache, listening; None when `ACCOUNT_CACHE_SECONDS=0` or behind a
+    transaction pooler, which does not carry `LISTEN`."""
+    if not settings.account_cache_seconds:
+        return None
+    if looks_like_pooler(settings.database_url):
+        log.warning("ACCOUNT_CACHE_SECONDS is ignored: DATABASE_URL looks like a transaction "
+                    "pooler, which does not carry LISTEN; every request reads its caller's row")
+        return None
+    cache: AccountCache[Any] = AccountCache(settings)
+    await cache.start()
+    return cache
 
 
 async def open_read_pool(settings: Settings) -> asyncpg.Pool | None:

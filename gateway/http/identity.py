@@ -6,7 +6,8 @@ only names a user: `account_of` reads that account's row from the primary, once 
 `verified_caller` takes the role from it, so a demoted admin or a deleted account loses its rights
 at once, not when the token expires (docs/api.md, "Tokens"). The row is the one the analytics
 resolvers need anyway (with the local today and the data version that keys the cache), so the
-GraphQL view primes the user loader with it.
+GraphQL view primes the user loader with it. The process keeps the rows it read until PostgreSQL
+says they changed (`ACCOUNT_CACHE_SECONDS`, gateway/data/accounts.py): most requests read none.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import uuid
 from typing import Any
 
 from domain.figures import UserRow
+from domain.ranges import seconds_to_midnight
 from gateway.data.db import query
 from gateway.data.resources import Resources
 from gateway.errors import Unauthenticated
@@ -25,26 +27,43 @@ from gateway.security.ratelimit import TrustedProxies, client_ip
 
 ACCOUNT = "account"              # request-state key: the caller's user row, or None
 ACCOUNT_ERROR = "account_error"  # request-state key: why it could not be read
+MIDNIGHT_MARGIN_S = 5.0  # rows are not kept into the last seconds of the user's day
 Account = UserRow
 """The caller's user row, as the analytics' user loader holds it (domain/figures.py)."""
 
 
 async def account_of(scope: Any, resources: Resources, user_id: uuid.UUID) -> Account | None:
-    """The user row of `user_id` (None when the account no longer exists), read from the primary
-    once per request and kept in the request's state for whoever asks next (the response cache,
-    then the GraphQL context). A failure to read it is kept too, and raised again."""
+    """The user row of `user_id` (None when the account no longer exists): the process's kept row
+    (gateway/data/accounts.py) or one read from the primary, once per request, and kept in the
+    request's state for whoever asks next (the response cache, then the GraphQL context). A
+    failure to read it is kept too, and raised again."""
     state: dict[str, Any] = scope.setdefault("state", {})
     if ACCOUNT_ERROR in state:
         raise state[ACCOUNT_ERROR]
     if ACCOUNT not in state:
+        accounts = getattr(resources, "accounts", None)
+        kept: Account | None = accounts.get(user_id) if accounts is not None else None
+        if kept is not None:
+            state[ACCOUNT] = kept
+            return kept
+        generation = accounts.generation if accounts is not None else 0
         try:
             rows = await resources.pool.fetch(query("analytics_users"), [user_id])
         except Exception as exc:
             state[ACCOUNT_ERROR] = exc
             raise
         state[ACCOUNT] = UserRow.from_record(rows[0]) if rows else None
+        if accounts is not None and state[ACCOUNT] is not None:
+            accounts.put(user_id, state[ACCOUNT], generation, keep_for(state[ACCOUNT]))
     account: Account | None = state[ACCOUNT]
     return account
+
+
+def keep_for(account: Account) -> float:
+    """How long the process may keep an account row (gateway/data/accounts.py): not past the
+    user's next local midnight, less `MIDNIGHT_MARGIN_S`, since the row carries its local today
+    by the database's clock."""
+    return seconds_to_midnight(account.timezone) - MIDNIGHT_MARGIN_S
 
 
 def verified_caller(caller: Caller, account: Account | None) -> Caller:

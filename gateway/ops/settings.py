@@ -121,6 +121,13 @@ def _non_negative_int(raw: str) -> int:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    value = _float(raw)
+    if value < 0:
+        raise ValueError(f"expected zero or more, got {raw!r}")
+    return value
+
+
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -185,6 +192,9 @@ class Settings:
         "30", _positive(_int), "after a user's write, their reads wait for the replica this long")
     database_read_circuit_seconds: float = setting(
         "5", _positive(_float), "seconds reads skip a replica that failed")
+    account_cache_seconds: float = setting(
+        "60", _non_negative_float, "each API process keeps callers' account rows at most this "
+        "long, dropped on PostgreSQL's change notification (gateway/data/accounts.py); 0: off")
 
     # Redis
     redis_url: str | None = setting("", _opt_str, "unset: an embedded Redis under .data/")

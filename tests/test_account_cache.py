@@ -1,0 +1,162 @@
+"""The account cache (gateway/data/accounts.py): each API process keeps its callers' account rows
+and drops one when PostgreSQL announces a change of it (migration 0005's trigger), or at once for
+its own writes; nothing is kept while it cannot listen."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import httpx
+
+from domain.ranges import seconds_to_midnight
+from gateway.data.accounts import AccountCache
+from gateway.http.identity import MIDNIGHT_MARGIN_S, keep_for
+from gateway.ops.settings import Settings
+from tests.conftest import settled
+from tests.factories import UserFactory
+
+ME = "{ me { email role } }"
+CREATE = 'mutation { createTask(input: {title: "t"}) { id } }'
+
+
+async def ask(client: httpx.AsyncClient, token: str, text: str = ME) -> dict[str, Any]:
+    response = await client.post("/graphql", json={"query": text},
+                                 headers={"Authorization": f"Bearer {token}"})
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def cache_of(client: httpx.AsyncClient) -> AccountCache[Any]:
+    accounts = client.app.state.resources.accounts  # type: ignore[attr-defined]
+    assert accounts is not None and accounts.listening
+    return accounts  # type: ignore[no-any-return]
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (10 s at most) for something that happens in the background."""
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_callers_row_is_kept_and_dropped_when_postgresql_announces_a_change(
+        client: httpx.AsyncClient, pool: asyncpg.Pool, users: UserFactory,
+        token_for: Callable[..., str]) -> None:
+    admin = await users.create(role="admin")
+    token = token_for(admin.id, "admin")
+    accounts = cache_of(client)
+    assert (await ask(client, token))["data"]["me"]["role"] == "ADMIN"
+    kept = accounts.get(admin.id)
+    assert kept is not None and kept.role == "admin"
+    # Demoted in SQL, behind the API's back: the notification drops the row...
+    await pool.execute("update users set role = 'user' where id = $1", admin.id)
+    await settled(client)
+    assert accounts.get(admin.id) is None
+    # ...and the next request reads the new role from PostgreSQL.
+    assert (await ask(client, token))["data"]["me"]["role"] == "USER"
+    # A deleted account: dropped too, and refused.
+    await pool.execute("delete from users where id = $1", admin.id)
+    await settled(client)
+    assert accounts.get(admin.id) is None
+    body = await ask(client, token)
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", body
+
+
+async def test_the_writing_process_drops_the_row_itself_at_once(
+        client: httpx.AsyncClient, users: UserFactory, token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    token = token_for(user.id)
+    accounts = cache_of(client)
+    await ask(client, token)
+    before = accounts.get(user.id)
+    assert before is not None
+    body = await ask(client, token, CREATE)
+    assert "errors" not in body, body
+    # No waiting for the notification: the mutation dropped the row after its commit.
+    assert accounts.get(user.id) is None
+    await ask(client, token)
+    after = accounts.get(user.id)
+    assert after is not None and after.data_version > before.data_version
+
+
+async def test_a_row_read_while_a_change_was_announced_is_not_kept(settings: Settings) -> None:
+    accounts: AccountCache[str] = AccountCache(settings)
+    await accounts.start()
+    try:
+        someone, other = uuid.uuid4(), uuid.uuid4()
+        generation = accounts.generation       # a request starts reading `someone`'s row
+        accounts.evict(other)                  # any notification arrives meanwhile
+        accounts.put(someone, "old row", generation, 60)
+        assert accounts.get(someone) is None
+        accounts.put(someone, "row", accounts.generation, 60)
+        assert accounts.get(someone) == "row"
+        accounts.put(other, "row", accounts.generation, 0)  # its midnight is too close
+        assert accounts.get(other) is None
+    finally:
+        await accounts.stop()
+    assert not accounts.listening and accounts.get(someone) is None
+
+
+async def test_nothing_is_kept_while_not_listening_and_listening_resumes(
+        client: httpx.AsyncClient, pool: asyncpg.Pool, users: UserFactory,
+        token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    token = token_for(user.id)
+    accounts = cache_of(client)
+    await ask(client, token)
+    assert accounts.get(user.id) is not None
+    # The listening connection dies (a failover, a proxy restart): notifications may be missed,
+    # so every kept row is forgotten and requests read PostgreSQL...
+    await pool.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                       "where application_name = 'analytics_gateway_listener' "
+                       "and datname = current_database()")
+    await until(lambda: accounts.get(user.id) is None, "the kept row forgotten")
+    # ...until the process listens again, by itself.
+    await until(lambda: accounts.listening, "listening again")
+    await ask(client, token)
+    assert accounts.get(user.id) is not None
+
+
+async def test_a_notification_that_is_not_a_user_id_forgets_everything(
+        client: httpx.AsyncClient, pool: asyncpg.Pool, users: UserFactory,
+        token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    accounts = cache_of(client)
+    await ask(client, token_for(user.id))
+    assert len(accounts) == 1
+    await pool.execute("select pg_notify('account_changed', 'not a uuid')")
+    await settled(client)
+    assert len(accounts) == 0
+
+
+def test_a_row_is_kept_until_just_before_the_users_midnight() -> None:
+    class Row:
+        timezone = "Pacific/Kiritimati"
+
+    left = keep_for(Row())  # type: ignore[arg-type]
+    assert left <= seconds_to_midnight("Pacific/Kiritimati") - MIDNIGHT_MARGIN_S + 0.01
+
+
+async def test_zero_seconds_turns_it_off(settings: Settings, pool: asyncpg.Pool,
+                                         users: UserFactory, app_with: Any,
+                                         token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    async with app_with(settings, account_cache_seconds=0) as client:
+        assert client.app.state.resources.accounts is None
+        body = await ask(client, token_for(user.id))
+        assert body["data"]["me"]["email"] == user.email
+
+
+async def test_behind_a_transaction_pooler_it_stays_off(settings: Settings) -> None:
+    from gateway.data.resources import open_account_cache
+
+    pooled = replace(settings, database_url="postgresql://app@db.example.com:6432/app")
+    assert await open_account_cache(pooled) is None
+
