@@ -28,6 +28,7 @@ from arq.constants import result_key_prefix
 from arq.jobs import Job, JobStatus
 
 from gateway.cache.clients import breaker_for
+from gateway.data.accounts import announce_in_postgres
 from gateway.data.db import query
 from gateway.data.replica import record_write
 from gateway.data.resources import Resources
@@ -113,10 +114,16 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
     # it would cost the mutation up to a second, and the nightly run repairs what is left
     # (stale days are computed live meanwhile, so no answer is wrong).
     redis_down = breaker_for(resources.cache_redis, resources.settings).is_open
-    if not redis_down:
-        # Live dashboards: every API process pushes the new figures to this user's followers
-        # (gateway/live/). Best effort and bounded, like the repair below.
-        await publish_change(resources.redis, [user_id])
+    # Live dashboards: every API process pushes the new figures to this user's followers
+    # (gateway/live/). Best effort and bounded, like the repair below. The same message tells the
+    # other processes' account caches to drop the row; when Redis cannot take it, PostgreSQL
+    # tells them (the API's own writes do not notify: sql/migrations/0005).
+    published = not redis_down and await publish_change(resources.redis, [user_id])
+    if not published and accounts is not None:
+        try:
+            await announce_in_postgres(resources.pool, user_id)
+        except Exception as exc:  # the database is down too: nothing can read the row now
+            log.warning("account change not announced: %s", type(exc).__name__)
     if any(True for _ in stale_days) and not redis_down:
         # One repair job per user (deterministic id); never raises, Redis down only costs speed.
         await enqueue_repair(resources.arq, user_id)

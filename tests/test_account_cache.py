@@ -14,7 +14,9 @@ import asyncpg
 import httpx
 
 from domain.ranges import seconds_to_midnight
+from gateway.cache.clients import breaker_for
 from gateway.data.accounts import AccountCache
+from gateway.dev.embedded import RedisServer
 from gateway.http.identity import MIDNIGHT_MARGIN_S, keep_for
 from gateway.ops.settings import Settings
 from tests.conftest import settled
@@ -31,12 +33,6 @@ async def ask(client: httpx.AsyncClient, token: str, text: str = ME) -> dict[str
     return body
 
 
-def cache_of(client: httpx.AsyncClient) -> AccountCache[Any]:
-    accounts = client.app.state.resources.accounts  # type: ignore[attr-defined]
-    assert accounts is not None and accounts.listening
-    return accounts  # type: ignore[no-any-return]
-
-
 async def until(condition: Callable[[], bool], what: str) -> None:
     """Wait (10 s at most) for something that happens in the background."""
     for _ in range(200):
@@ -46,12 +42,20 @@ async def until(condition: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+async def cache_of(client: httpx.AsyncClient) -> AccountCache[Any]:
+    """The app's account cache, once it hears both PostgreSQL and Redis."""
+    accounts = client.app.state.resources.accounts  # type: ignore[attr-defined]
+    assert accounts is not None
+    await until(lambda: accounts.listening, "the account cache listening")
+    return accounts  # type: ignore[no-any-return]
+
+
 async def test_a_callers_row_is_kept_and_dropped_when_postgresql_announces_a_change(
         client: httpx.AsyncClient, pool: asyncpg.Pool, users: UserFactory,
         token_for: Callable[..., str]) -> None:
     admin = await users.create(role="admin")
     token = token_for(admin.id, "admin")
-    accounts = cache_of(client)
+    accounts = await cache_of(client)
     assert (await ask(client, token))["data"]["me"]["role"] == "ADMIN"
     kept = accounts.get(admin.id)
     assert kept is not None and kept.role == "admin"
@@ -73,7 +77,7 @@ async def test_the_writing_process_drops_the_row_itself_at_once(
         client: httpx.AsyncClient, users: UserFactory, token_for: Callable[..., str]) -> None:
     user = await users.create()
     token = token_for(user.id)
-    accounts = cache_of(client)
+    accounts = await cache_of(client)
     await ask(client, token)
     before = accounts.get(user.id)
     assert before is not None
@@ -89,6 +93,7 @@ async def test_the_writing_process_drops_the_row_itself_at_once(
 async def test_a_row_read_while_a_change_was_announced_is_not_kept(settings: Settings) -> None:
     accounts: AccountCache[str] = AccountCache(settings)
     await accounts.start()
+    accounts.follow(lambda on_change, on_lost: lambda: True)  # a Redis listener that hears all
     try:
         someone, other = uuid.uuid4(), uuid.uuid4()
         generation = accounts.generation       # a request starts reading `someone`'s row
@@ -109,7 +114,7 @@ async def test_nothing_is_kept_while_not_listening_and_listening_resumes(
         token_for: Callable[..., str]) -> None:
     user = await users.create()
     token = token_for(user.id)
-    accounts = cache_of(client)
+    accounts = await cache_of(client)
     await ask(client, token)
     assert accounts.get(user.id) is not None
     # The listening connection dies (a failover, a proxy restart): notifications may be missed,
@@ -128,7 +133,7 @@ async def test_a_notification_that_is_not_a_user_id_forgets_everything(
         client: httpx.AsyncClient, pool: asyncpg.Pool, users: UserFactory,
         token_for: Callable[..., str]) -> None:
     user = await users.create()
-    accounts = cache_of(client)
+    accounts = await cache_of(client)
     await ask(client, token_for(user.id))
     assert len(accounts) == 1
     await pool.execute("select pg_notify('account_changed', 'not a uuid')")
@@ -160,3 +165,62 @@ async def test_behind_a_transaction_pooler_it_stays_off(settings: Settings) -> N
     pooled = replace(settings, database_url="postgresql://app@db.example.com:6432/app")
     assert await open_account_cache(pooled) is None
 
+
+
+async def test_the_apis_own_writes_are_announced_on_redis_not_by_postgresql(
+        settings: Settings, pool: asyncpg.Pool, users: UserFactory, app_with: Any,
+        token_for: Callable[..., str]) -> None:
+    """A NOTIFY serializes the commits of the whole server: the API's write transactions must
+    not send one. Another process hears the write through the live change message on Redis."""
+    user = await users.create()
+    token = token_for(user.id)
+    heard: list[str] = []
+    listener = await asyncpg.connect(settings.database_url)
+    await listener.add_listener("account_changed", lambda *args: heard.append(args[3]))
+    try:
+        async with app_with(settings) as writer, app_with(settings) as reader:
+            accounts = await cache_of(reader)
+            await cache_of(writer)
+            await ask(reader, token)
+            assert accounts.get(user.id) is not None
+            assert "errors" not in await ask(writer, token, CREATE)
+            await until(lambda: accounts.get(user.id) is None, "the reader dropping the row")
+            await pool.execute("select pg_notify('account_changed', 'sync:marker')")
+            await until(lambda: "sync:marker" in heard, "the marker")
+    finally:
+        await listener.close()
+    assert heard == ["sync:marker"], heard  # nothing from the write's transaction
+
+
+async def test_when_redis_cannot_take_the_announcement_postgresql_makes_it(
+        settings: Settings, users: UserFactory, app_with: Any,
+        token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    token = token_for(user.id)
+    async with app_with(settings) as writer, app_with(settings) as reader:
+        accounts = await cache_of(reader)
+        await ask(reader, token)
+        assert accounts.get(user.id) is not None
+        # The writer's Redis path is broken (its breaker open): no change message is published.
+        resources = writer.app.state.resources  # type: ignore[attr-defined]
+        breaker_for(resources.cache_redis, resources.settings).failure()
+        assert "errors" not in await ask(writer, token, CREATE)
+        await settled(reader)  # PostgreSQL's notification has arrived
+        assert accounts.get(user.id) is None
+
+
+async def test_nothing_is_kept_while_redis_is_not_heard(
+        settings: Settings, users: UserFactory, app_with: Any, own_redis: RedisServer,
+        token_for: Callable[..., str]) -> None:
+    user = await users.create()
+    token = token_for(user.id)
+    async with app_with(settings, redis_url=own_redis.url()) as client:
+        accounts = await cache_of(client)
+        await ask(client, token)
+        assert accounts.get(user.id) is not None
+        own_redis.stop()  # announcements made meanwhile would be missed
+        await until(lambda: not accounts.listening, "the Redis listener lost")
+        assert accounts.get(user.id) is None and len(accounts) == 0
+        body = await ask(client, token)  # answered from PostgreSQL, not kept
+        assert body["data"]["me"]["email"] == user.email
+        assert accounts.get(user.id) is None

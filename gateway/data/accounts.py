@@ -1,34 +1,42 @@
-"""The account rows of recent callers, kept by each API process and dropped the moment PostgreSQL
-announces that they changed.
+"""The account rows of recent callers, kept by each API process and dropped as soon as it hears
+that they changed.
 
 Every request reads its caller's account row: the role (a demoted admin loses its rights at once),
 whether the account still exists, and the data version that keys every cached figure
 (docs/cache.md). Read from PostgreSQL each time, that one-row statement cost more than everything
 else of a cached dashboard (docs/performance.md, "The account cache"). So each process keeps the
-rows it read, `ACCOUNT_CACHE_SECONDS` at most, and listens on a connection of its own for
-`account_changed`: migration 0005's trigger notifies it, with the user's id, on every update or
-delete of a `users` row, whichever program made it (a task change raises the row's data version,
-so it counts too). A notification drops the user's row; the next request reads it again.
+rows it read, `ACCOUNT_CACHE_SECONDS` at most, and drops a user's row when it hears of a change
+(a task change raises the row's data version, so it is one):
+
+- **Changes made through the API** are announced by the API after their commit: the writing
+  process drops the row itself (`evict`, called by `domain.changes.tasks_changed`), and the
+  live dashboards' change message on Redis reaches every other process (their hub's listener,
+  which this cache `follow`s); when Redis cannot take the message, `tasks_changed` has
+  PostgreSQL send it instead (`announce_in_postgres`).
+- **Every other change** (a worker's repair, a migration, psql, another program writing the
+  tables) is announced by PostgreSQL: migration 0005's trigger notifies `account_changed` with
+  the user's id, and this cache listens on a connection of its own. The API's own connections
+  tell the trigger to stay silent (`analytics_gateway.changes_announced`): a NOTIFY serializes
+  the commits of the whole server.
 
 What this keeps, and its one window:
 
-- **The writing process** drops the row itself right after its commit (`evict`, called by
-  `domain.changes.tasks_changed` and the account mutations), so a client that writes and reads
-  through one process always reads its write.
-- **Other processes** drop it when PostgreSQL's notification reaches them, which it sends as the
-  transaction commits: well under a millisecond on one network, before the writer's client has
-  its answer in practice, but not by construction. A read racing that notification may answer
-  from the version before the write. `ACCOUNT_CACHE_SECONDS=0` reads every row from PostgreSQL.
-- **No notification, no cache.** Until `LISTEN` is in place, and whenever its connection is lost
-  or stops answering the health check, nothing is kept and nothing is answered from memory; the
-  rows kept so far are forgotten, since notifications may have been missed.
-- **A read racing a change** does not keep a stale row: `put` keeps a row only if no
-  notification arrived since the read began (`generation`).
+- A client that writes and reads through one process always reads its write.
+- Another process drops the row when the announcement reaches it, sent before the writer's
+  client has its answer: well under a millisecond on one network, but not ordered with the
+  client's next request by construction. `ACCOUNT_CACHE_SECONDS=0` reads every row from
+  PostgreSQL.
+- **Nothing is kept unless both are heard.** Until PostgreSQL's `LISTEN` and the Redis listener
+  are both in place, and whenever either is lost (or the PostgreSQL connection fails its health
+  check), nothing is kept and nothing is answered from memory; the rows kept so far are
+  forgotten, since announcements may have been missed.
+- **A read racing a change** does not keep a stale row: `put` keeps a row only if nothing was
+  announced since the read began (`generation`).
 - **Midnight**: the caller decides how long a row may be kept (the account's row carries its
   local "today"; gateway/http/identity.py keeps it until just before the user's midnight).
 
-Not behind a transaction pooler (PgBouncer in transaction mode does not carry `LISTEN`): the cache
-is then off, with a warning at start-up.
+Off behind a transaction pooler (PgBouncer in transaction mode does not carry `LISTEN`) and
+without live dashboards (`LIVE_ENABLED=false`: no Redis listener): gateway/data/resources.py.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -71,13 +80,30 @@ class AccountCache(Generic[Row]):
         self._task: asyncio.Task[None] | None = None
         self._synced: dict[str, asyncio.Future[None]] = {}
         self._lost = asyncio.Event()
+        self._redis_listening: Callable[[], bool] = lambda: False  # until `follow`
 
     # --- the cache --------------------------------------------------------------------------
 
     @property
     def listening(self) -> bool:
-        """Whether notifications arrive: only then are rows kept and answered."""
+        """Whether announcements arrive, PostgreSQL's and the API's on Redis: only then are rows
+        kept and answered."""
+        return self._pg_listening and self._redis_listening()
+
+    @property
+    def _pg_listening(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
+
+    def follow(self, observe: Callable[[Callable[[list[uuid.UUID]], None], Callable[[], None]],
+                                       Callable[[], bool]]) -> None:
+        """Hear the API's announcements through a Redis listener: `observe(on_change, on_lost)`
+        registers with it and returns whether it is listening (gateway/live/hub.py
+        `Hub.observe`)."""
+        self._redis_listening = observe(self._announced, self.clear)
+
+    def _announced(self, user_ids: list[uuid.UUID]) -> None:
+        for user_id in user_ids:
+            self.evict(user_id)
 
     @property
     def generation(self) -> int:
@@ -136,11 +162,11 @@ class AccountCache(Generic[Row]):
         await self._drop_connection()
 
     async def settled(self, pool: asyncpg.Pool, wait_s: float = 5.0) -> bool:
-        """Wait until every notification committed before this call has been applied here (a
-        marker notification sent now arrives after them: PostgreSQL delivers in commit order).
-        For tests and tools that change accounts in SQL and then read through the API. False
-        when not listening or the marker did not come within `wait_s` seconds."""
-        if not self.listening:
+        """Wait until every PostgreSQL notification committed before this call has been applied
+        here (a marker notification sent now arrives after them: PostgreSQL delivers in commit
+        order). For tests and tools that change accounts in SQL and then read through the API.
+        False when not listening or the marker did not come within `wait_s` seconds."""
+        if not self._pg_listening:
             return False
         marker = uuid.uuid4().hex
         arrived = asyncio.get_running_loop().create_future()
@@ -155,6 +181,7 @@ class AccountCache(Generic[Row]):
             self._synced.pop(marker, None)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """A notification of `account_changed`: a user id, or `settled`'s marker."""
         if payload.startswith(_SYNC):
             arrived = self._synced.get(payload[len(_SYNC):])
             if arrived is not None and not arrived.done():
@@ -199,7 +226,7 @@ class AccountCache(Generic[Row]):
     async def _keep_listening(self) -> None:
         backoff = 1.0
         while True:
-            if not self.listening:
+            if not self._pg_listening:
                 try:
                     await self._listen()
                     log.info("account cache: listening for %s again", CHANNEL)
@@ -226,3 +253,9 @@ class AccountCache(Generic[Row]):
             return True
         except Exception:
             return False
+
+
+async def announce_in_postgres(pool: asyncpg.Pool, user_id: uuid.UUID) -> None:
+    """Have PostgreSQL announce a change of this account, when Redis could not (one short
+    transaction of its own: the NOTIFY's lock is held only for it)."""
+    await pool.execute("select pg_notify($1, $2)", CHANNEL, str(user_id))

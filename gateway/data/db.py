@@ -203,12 +203,17 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     scope, never session settings, LISTEN or session advisory locks on pooled connections."""
 
 
-async def create_pool(settings: Settings, dsn: str | None = None,
-                      **overrides: Any) -> asyncpg.Pool:
+CHANGES_ANNOUNCED = "analytics_gateway.changes_announced"  # see sql/migrations/0005
+
+
+async def create_pool(settings: Settings, dsn: str | None = None, *,
+                      changes_announced: bool = False, **overrides: Any) -> asyncpg.Pool:
     """The process's pool: `DATABASE_POOL_SIZE` kept open, `+ DATABASE_MAX_OVERFLOW` under load.
 
     Every statement is cancelled after `QUERY_TIMEOUT` (PostgreSQL's `statement_timeout`, so the
     server stops working too), and connections idle longer than `DATABASE_POOL_RECYCLE` are closed.
+    `changes_announced`: this process announces its own changes of account rows on Redis (the
+    API, `domain.changes.tasks_changed`), so PostgreSQL need not (migration 0005's trigger).
     """
     url = normalize_dsn(dsn or settings.database_url or "")
     options: dict[str, Any] = {
@@ -223,6 +228,7 @@ async def create_pool(settings: Settings, dsn: str | None = None,
             "application_name": "analytics_gateway",
             "jit": "off",
             "statement_timeout": str(int(settings.query_timeout * 1000)),
+            **({CHANGES_ANNOUNCED: "on"} if changes_announced else {}),
         },
         "init": _init_debug_connection if settings.app_debug else _init_connection,
         "reset": _keep_session,

@@ -30,16 +30,18 @@ class Resources:
     accounts: AccountCache[Any] | None = None  # callers' rows (gateway/data/accounts.py): the API
 
     @classmethod
-    async def open(cls, settings: Settings, *, account_cache: bool = False) -> Resources:
-        """The clients; `account_cache`: also the cache of callers' account rows, which listens
-        on a connection of its own (the API's lifespan asks for it, workers do not)."""
-        pool = await create_pg_pool(settings)
+    async def open(cls, settings: Settings, *, api: bool = False) -> Resources:
+        """The clients. `api`, for the API's lifespan: its connections say that the process
+        announces its own account changes (on Redis, `domain.changes.tasks_changed`), and the
+        process keeps callers' account rows (`accounts`, which listens on a connection of its
+        own and starts caching once `AccountCache.follow` gives it the Redis side too)."""
+        pool = await create_pg_pool(settings, changes_announced=api)
         read_pool = await open_read_pool(settings)
         await check_connection_budget(settings, pool, read_pool)
         redis = create_redis(settings)
         cache_redis = create_redis(settings, cache_path=True)
         arq = await open_arq(settings)
-        accounts = await open_account_cache(settings) if account_cache else None
+        accounts = await open_account_cache(settings) if api else None
         return cls(settings, pool, redis, cache_redis, arq, read_pool, accounts)
 
     async def close(self) -> None:
@@ -55,9 +57,14 @@ class Resources:
 
 
 async def open_account_cache(settings: Settings) -> AccountCache[Any] | None:
-    """The account cache, listening; None when `ACCOUNT_CACHE_SECONDS=0` or behind a
-    transaction pooler, which does not carry `LISTEN`."""
+    """The account cache, listening to PostgreSQL; None when `ACCOUNT_CACHE_SECONDS=0`, without
+    live dashboards (`LIVE_ENABLED=false`: their Redis listener hears the API's announcements), or
+    behind a transaction pooler, which does not carry `LISTEN`."""
     if not settings.account_cache_seconds:
+        return None
+    if not settings.live_enabled:
+        log.info("ACCOUNT_CACHE_SECONDS is ignored with LIVE_ENABLED=false: the account cache "
+                 "hears the API's changes through the live dashboards' Redis listener")
         return None
     if looks_like_pooler(settings.database_url):
         log.warning("ACCOUNT_CACHE_SECONDS is ignored: DATABASE_URL looks like a transaction "

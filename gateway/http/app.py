@@ -226,13 +226,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        resources = await Resources.open(settings, account_cache=True)
+        resources = await Resources.open(settings, api=True)
         app.state.resources = resources
         app.state.rate_limiter = RateLimiter(settings, resources.redis, resources.cache_redis) \
             if settings.rate_limit_enabled else None
         # Live dashboards: the process's hub of subscriptions and its Redis listener.
         app.state.live_hub = Hub(settings) if settings.live_enabled else None
         if app.state.live_hub is not None:
+            if resources.accounts is not None:  # the API's announcements of account changes
+                resources.accounts.follow(app.state.live_hub.observe)
             await app.state.live_hub.start()
         samplers = []
         if settings.prometheus_enabled:

@@ -21,6 +21,7 @@ from gateway.data.db import query
 from gateway.data.resources import Resources
 from gateway.errors import Unauthenticated
 from gateway.ops.logs import current_request
+from gateway.ops.metrics import ACCOUNT_ROWS_KEPT, ACCOUNT_ROWS_READ
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller, bearer_token, decode_access_token
 from gateway.security.ratelimit import TrustedProxies, client_ip
@@ -44,8 +45,10 @@ async def account_of(scope: Any, resources: Resources, user_id: uuid.UUID) -> Ac
         accounts = getattr(resources, "accounts", None)
         kept: Account | None = accounts.get(user_id) if accounts is not None else None
         if kept is not None:
+            ACCOUNT_ROWS_KEPT.inc()
             state[ACCOUNT] = kept
             return kept
+        ACCOUNT_ROWS_READ.inc()
         generation = accounts.generation if accounts is not None else 0
         try:
             rows = await resources.pool.fetch(query("analytics_users"), [user_id])

@@ -230,6 +230,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()  # set while the listener is subscribed
         self._missed = False  # the listener lost Redis: catch up when it is back
+        self._observers: list[tuple[Callable[[list[uuid.UUID]], None], Callable[[], None]]] = []
 
     # --- the registry ---------------------------------------------------------------------
 
@@ -345,6 +346,15 @@ class Hub:
 
     # --- the listener ---------------------------------------------------------------------
 
+    def observe(self, on_change: Callable[[list[uuid.UUID]], None],
+                on_lost: Callable[[], None]) -> Callable[[], bool]:
+        """Hear the change messages too (the account cache, gateway/data/accounts.py):
+        `on_change` gets the users of every message, `on_lost` is called whenever the listener
+        loses Redis (messages may have been missed). Returns whether the listener is subscribed
+        now."""
+        self._observers.append((on_change, on_lost))
+        return self.listening.is_set
+
     async def start(self) -> None:
         """Start listening (in the background: a Redis that is down delays nothing)."""
         if self._task is None:
@@ -360,6 +370,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self._lost()
         for connection in list(self.connections):
             await connection.close(1001, "Server shutting down")
 
@@ -376,8 +387,7 @@ class Hub:
                     log.warning("live: Redis pub/sub lost (%s); subscriptions stay open and get "
                                 "the current figures once it is back", type(exc).__name__)
                     delay = BACKOFF_FIRST_S
-                self.listening.clear()
-                self._missed = True
+                self._lost()
             attempt += 1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, BACKOFF_MAX_S)
@@ -417,6 +427,12 @@ class Hub:
                 async with asyncio.timeout(CLOSE_TIMEOUT_S):
                     await client.aclose()
 
+    def _lost(self) -> None:
+        self.listening.clear()
+        self._missed = True
+        for _, on_lost in self._observers:
+            on_lost()
+
     def _connected(self) -> None:
         self.listening.set()
         if self._missed:
@@ -432,6 +448,8 @@ class Hub:
             log.warning("live: a change message this version cannot read was ignored")
             return
         users, published_at = change
+        for on_change, _ in self._observers:
+            on_change(users)
         self.changed(users, published_at)
 
 
