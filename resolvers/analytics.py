@@ -31,13 +31,21 @@ from domain.figures import (
     TrendPoint,
     UserRow,
 )
-from domain.ranges import bucket_start, next_bucket, resolve_range, round1
+from domain.ranges import (
+    bucket_start,
+    next_bucket,
+    resolve_range,
+    round1,
+    round1_tenths,
+    tenths,
+)
 from gateway.data.db import query
 from gateway.errors import Forbidden, NotFound, Unauthenticated
 from resolvers.context import Info
 from resolvers.pagination import check_first, decode_cursor
 
 HUNDRED = Decimal(100)
+ONE_DAY = timedelta(days=1)
 ZERO = Decimal("0.0")
 
 
@@ -110,9 +118,29 @@ def mean_score(scores: Iterable[Decimal]) -> Decimal:
     return round1(sum(values, ZERO), len(values)) if values else ZERO
 
 
+def _score_tenths(half_points: int, daily_goal: int) -> int:
+    """`daily_score` in integer tenths (its value exactly: 100 is 1000)."""
+    if not half_points:
+        return 0
+    return min(1000, round1_tenths(100 * half_points, 4 * daily_goal))
+
+
+def _mean_of_tenths(total: int, count: int) -> Decimal:
+    """`mean_score` of `count` daily scores adding up to `total` tenths."""
+    return tenths(round1_tenths(total, 10 * count)) if count else ZERO
+
+
 def rate(part: int, whole: int) -> Decimal | None:
     """100 × part / whole, 1 decimal; None when whole is 0."""
     return round1(100 * part, whole) if whole else None
+
+
+def _scoring(daily_goal: int) -> tuple[Any, Any]:
+    """(daily score, mean of scores) in integer tenths for a positive goal; otherwise with
+    Decimals, so that a goal the database should never hold fails as it always did."""
+    if type(daily_goal) is int and daily_goal > 0:
+        return _score_tenths, _mean_of_tenths
+    return daily_score, lambda total, count: round1(total, count) if count else ZERO
 
 
 def _days(series: DaySeries) -> dict[date, DayCounts]:
@@ -123,12 +151,13 @@ def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today
                  daily_goal: int) -> tuple[TrendPoint, ...]:
     """Every bucket overlapping [from, to], zero-filled, counting only days inside the range."""
     days = _days(series)
+    score_of, mean_of = _scoring(daily_goal)
     points = []
     start = bucket_start(period, d_from)
     while start <= d_to:
         end = next_bucket(period, start)
         created = completed = due = on_time = 0
-        scores = []
+        score_total = scored_days = 0  # the daily scores, in tenths (`_score_tenths`)
         day = max(start, d_from)
         while day < end and day <= d_to:
             row = days.get(day)
@@ -138,12 +167,13 @@ def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today
                 due += row.tasks_due
                 on_time += row.tasks_completed_on_time
             if day <= today:
-                scores.append(daily_score(row.half_points if row else 0, daily_goal))
-            day += timedelta(days=1)
+                score_total += score_of(row.half_points if row else 0, daily_goal)
+                scored_days += 1
+            day += ONE_DAY
         points.append(TrendPoint(date=start, tasks_created=created, tasks_completed=completed,
                                  tasks_due=due, tasks_completed_on_time=on_time,
                                  completion_rate=rate(on_time, due),
-                                 productivity_score=mean_score(scores)))
+                                 productivity_score=mean_of(score_total, scored_days)))
         start = end
     return tuple(points)
 
@@ -152,20 +182,22 @@ def productivity_figures(series: DaySeries, extras: ProductivityExtras, d_from: 
                          d_to: date, today: date, daily_goal: int) -> Productivity:
     """The productivity fields: day-based ones from the series, the rest from the extras."""
     days = _days(series)
-    scores = []
+    score_of, mean_of = _scoring(daily_goal)
+    score_total = scored_days = 0
     day = d_from
     while day <= min(d_to, today):
         row = days.get(day)
-        scores.append(daily_score(row.half_points if row else 0, daily_goal))
-        day += timedelta(days=1)
+        score_total += score_of(row.half_points if row else 0, daily_goal)
+        scored_days += 1
+        day += ONE_DAY
     rows = days.values()
     completed = sum(row.tasks_completed for row in rows)
     return Productivity(
         d_from=d_from, d_to=d_to,
-        score=mean_score(scores),
+        score=mean_of(score_total, scored_days),
         tasks_completed=completed,
         # one daily score per day of the range up to today: the same days
-        average_tasks_per_day=round1(completed, len(scores)) if scores else ZERO,
+        average_tasks_per_day=round1(completed, scored_days) if scored_days else ZERO,
         current_streak=extras.current_streak,
         longest_streak=extras.longest_streak,
         days_goal_met=sum(1 for row in rows if row.tasks_completed >= daily_goal),

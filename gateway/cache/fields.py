@@ -371,14 +371,17 @@ class QueryCache:
         together (field → keys; it returns field → values in the same order), so that one SQL
         statement can answer them. Each field keeps its own keys, codec, TTL and counts: the
         same entries, hits and misses as one `load` per field."""
+        if not self.enabled:  # no Redis key needed
+            entries = [_Entry(part.field, key, "", part.codec)
+                       for part in parts for key in part.keys]
+            values = _roundtrip(entries, await _computed(compute, entries), self._clock()) \
+                if entries else []
+            return _split(parts, values, [None] * len(entries), [])
         entries = [_Entry(part.field, key, cache_key(part.field, key, versions[key[0]],
                                                      part.codec.format), part.codec)
                    for part in parts for key in part.keys]
         if not entries:
             return [PartResult([], [], 0) for _ in parts]
-        if not self.enabled:
-            values = _roundtrip(entries, await _computed(compute, entries), self._clock())
-            return _split(parts, values, [None] * len(entries), [])
         results: list[Any] = [None] * len(entries)
         missing = list(range(len(entries)))
         hit: list[float | None] = [None] * len(entries)  # each hit's age
