@@ -224,3 +224,25 @@ async def test_nothing_is_kept_while_redis_is_not_heard(
         body = await ask(client, token)  # answered from PostgreSQL, not kept
         assert body["data"]["me"]["email"] == user.email
         assert accounts.get(user.id) is None
+
+
+async def test_a_fresh_read_is_neither_answered_nor_kept(
+        client: httpx.AsyncClient, pool: asyncpg.Pool, users: UserFactory,
+        token_for: Callable[..., str]) -> None:
+    """A subscription socket's sign-in reads afresh and keeps nothing: 10,000 idle sockets
+    would otherwise fill the cache with rows no request asks for."""
+    from gateway.http.identity import account_of
+
+    user = await users.create()
+    resources = client.app.state.resources  # type: ignore[attr-defined]
+    accounts = await cache_of(client)
+    row = await account_of({}, resources, user.id, fresh=True)
+    assert row is not None and accounts.get(user.id) is None
+    await ask(client, token_for(user.id))  # a request keeps it
+    kept = accounts.get(user.id)
+    assert kept is not None
+    await pool.execute("update users set display_name = 'Renamed' where id = $1", user.id)
+    await settled(client)
+    accounts.put(user.id, kept, accounts.generation, 60)  # the old row, kept again
+    fresh = await account_of({}, resources, user.id, fresh=True)
+    assert fresh is not None and fresh.display_name == "Renamed"  # not answered from memory

@@ -202,7 +202,7 @@ class LiveHandler(BaseGraphQLTransportWSHandler[Context, None]):
                                   '"Bearer <access token>"}')
         resources = self.live.resources
         caller, expires = verify_access_token(resources.settings, token)
-        account = await account_of({}, resources, caller.id)  # a fresh read, never kept
+        account = await account_of({}, resources, caller.id, fresh=True)  # never kept
         return verified_caller(caller, account), expires
 
     def _expired(self, connection: Connection) -> None:

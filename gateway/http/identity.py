@@ -33,16 +33,19 @@ Account = UserRow
 """The caller's user row, as the analytics' user loader holds it (domain/figures.py)."""
 
 
-async def account_of(scope: Any, resources: Resources, user_id: uuid.UUID) -> Account | None:
+async def account_of(scope: Any, resources: Resources, user_id: uuid.UUID, *,
+                     fresh: bool = False) -> Account | None:
     """The user row of `user_id` (None when the account no longer exists): the process's kept row
     (gateway/data/accounts.py) or one read from the primary, once per request, and kept in the
     request's state for whoever asks next (the response cache, then the GraphQL context). A
-    failure to read it is kept too, and raised again."""
+    failure to read it is kept too, and raised again. `fresh`: from the primary, and not kept
+    by the process (a subscription socket's sign-in: once per socket, and 10,000 idle sockets
+    would fill the account cache with rows no request asks for)."""
     state: dict[str, Any] = scope.setdefault("state", {})
     if ACCOUNT_ERROR in state:
         raise state[ACCOUNT_ERROR]
     if ACCOUNT not in state:
-        accounts = getattr(resources, "accounts", None)
+        accounts = None if fresh else getattr(resources, "accounts", None)
         kept: Account | None = accounts.get(user_id) if accounts is not None else None
         if kept is not None:
             ACCOUNT_ROWS_KEPT.inc()
