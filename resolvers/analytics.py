@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,7 +43,6 @@ from gateway.errors import Forbidden, NotFound, Unauthenticated
 from resolvers.context import Info
 from resolvers.pagination import check_first, decode_cursor
 
-HUNDRED = Decimal(100)
 ONE_DAY = timedelta(days=1)
 ZERO = Decimal("0.0")
 
@@ -105,42 +103,25 @@ async def users_page(info: Info, first: int | None, after: str | None
 
 # -- figures --------------------------------------------------------------------------------
 
-def daily_score(half_points: int, daily_goal: int) -> Decimal:
-    """min(100, 100 × points / (2 × daily_goal)), 1 decimal; points = half_points / 2."""
-    if not half_points:
-        return ZERO
-    return min(HUNDRED, round1(100 * half_points, 4 * daily_goal))
-
-
-def mean_score(scores: Iterable[Decimal]) -> Decimal:
-    """The mean of (1-decimal) daily scores, 1 decimal; 0.0 over no days."""
-    values = list(scores)
-    return round1(sum(values, ZERO), len(values)) if values else ZERO
-
-
-def _score_tenths(half_points: int, daily_goal: int) -> int:
-    """`daily_score` in integer tenths (its value exactly: 100 is 1000)."""
+def daily_score(half_points: int, daily_goal: int) -> int:
+    """min(100, 100 × points / (2 × daily_goal)), 1 decimal, in integer tenths (100 is 1000);
+    points = half_points / 2. Integers rather than Decimals: a dashboard scores every day of its
+    ranges, and Decimal division cost a tenth of an uncached one. `daily_goal` is 1 to 100 (the
+    `users` table's check)."""
     if not half_points:
         return 0
     return min(1000, round1_tenths(100 * half_points, 4 * daily_goal))
 
 
-def _mean_of_tenths(total: int, count: int) -> Decimal:
-    """`mean_score` of `count` daily scores adding up to `total` tenths."""
+def mean_score(total: int, count: int) -> Decimal:
+    """The mean of `count` daily scores adding up to `total` tenths, 1 decimal; 0.0 over no
+    days."""
     return tenths(round1_tenths(total, 10 * count)) if count else ZERO
 
 
 def rate(part: int, whole: int) -> Decimal | None:
     """100 × part / whole, 1 decimal; None when whole is 0."""
     return round1(100 * part, whole) if whole else None
-
-
-def _scoring(daily_goal: int) -> tuple[Any, Any]:
-    """(daily score, mean of scores) in integer tenths for a positive goal; otherwise with
-    Decimals, so that a goal the database should never hold fails as it always did."""
-    if type(daily_goal) is int and daily_goal > 0:
-        return _score_tenths, _mean_of_tenths
-    return daily_score, lambda total, count: round1(total, count) if count else ZERO
 
 
 def _days(series: DaySeries) -> dict[date, DayCounts]:
@@ -151,13 +132,12 @@ def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today
                  daily_goal: int) -> tuple[TrendPoint, ...]:
     """Every bucket overlapping [from, to], zero-filled, counting only days inside the range."""
     days = _days(series)
-    score_of, mean_of = _scoring(daily_goal)
     points = []
     start = bucket_start(period, d_from)
     while start <= d_to:
         end = next_bucket(period, start)
         created = completed = due = on_time = 0
-        score_total = scored_days = 0  # the daily scores, in tenths (`_score_tenths`)
+        score_total = scored_days = 0  # the daily scores, in tenths
         day = max(start, d_from)
         while day < end and day <= d_to:
             row = days.get(day)
@@ -167,13 +147,13 @@ def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today
                 due += row.tasks_due
                 on_time += row.tasks_completed_on_time
             if day <= today:
-                score_total += score_of(row.half_points if row else 0, daily_goal)
+                score_total += daily_score(row.half_points if row else 0, daily_goal)
                 scored_days += 1
             day += ONE_DAY
         points.append(TrendPoint(date=start, tasks_created=created, tasks_completed=completed,
                                  tasks_due=due, tasks_completed_on_time=on_time,
                                  completion_rate=rate(on_time, due),
-                                 productivity_score=mean_of(score_total, scored_days)))
+                                 productivity_score=mean_score(score_total, scored_days)))
         start = end
     return tuple(points)
 
@@ -182,19 +162,18 @@ def productivity_figures(series: DaySeries, extras: ProductivityExtras, d_from: 
                          d_to: date, today: date, daily_goal: int) -> Productivity:
     """The productivity fields: day-based ones from the series, the rest from the extras."""
     days = _days(series)
-    score_of, mean_of = _scoring(daily_goal)
     score_total = scored_days = 0
     day = d_from
     while day <= min(d_to, today):
         row = days.get(day)
-        score_total += score_of(row.half_points if row else 0, daily_goal)
+        score_total += daily_score(row.half_points if row else 0, daily_goal)
         scored_days += 1
         day += ONE_DAY
     rows = days.values()
     completed = sum(row.tasks_completed for row in rows)
     return Productivity(
         d_from=d_from, d_to=d_to,
-        score=mean_of(score_total, scored_days),
+        score=mean_score(score_total, scored_days),
         tasks_completed=completed,
         # one daily score per day of the range up to today: the same days
         average_tasks_per_day=round1(completed, scored_days) if scored_days else ZERO,
