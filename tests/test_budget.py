@@ -46,6 +46,10 @@ async def test_too_many_workers_for_max_connections_warn_with_the_arithmetic(
     with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
         [budget] = await check_connection_budget(replace(big, account_cache_seconds=0), pool)
     assert budget.needed == workers * 15
+    # Nor when the cache is off for another reason (no live dashboards to hear changes through).
+    with caplog.at_level(logging.WARNING, logger="gateway.data.budget"):
+        [budget] = await check_connection_budget(replace(big, live_enabled=False), pool)
+    assert budget.needed == workers * 15
 
 
 async def test_resources_open_runs_the_check(settings: Settings, pool: asyncpg.Pool,

@@ -52,7 +52,7 @@ from typing import Any, Generic, TypeVar
 
 import asyncpg
 
-from gateway.data.db import normalize_dsn
+from gateway.data.db import looks_like_pooler, normalize_dsn
 from gateway.ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,19 @@ RECONNECT_MAX_S = 30.0       # back-off ceiling between attempts to listen again
 _SYNC = "sync:"              # payload prefix of `settled`'s marker notifications
 
 Row = TypeVar("Row")
+
+
+def off_because(settings: Settings) -> str | None:
+    """Why these settings leave the account cache off, or None when an API process keeps rows
+    (and holds one more connection: gateway/data/budget.py counts it)."""
+    if not settings.account_cache_seconds:
+        return "ACCOUNT_CACHE_SECONDS=0"
+    if not settings.live_enabled:
+        return ("LIVE_ENABLED=false: the account cache hears the API's changes through the live "
+                "dashboards' Redis listener")
+    if looks_like_pooler(settings.database_url):
+        return "DATABASE_URL looks like a transaction pooler, which does not carry LISTEN"
+    return None
 
 
 class AccountCache(Generic[Row]):

@@ -17,12 +17,12 @@ client connections over few server connections, which is how a fleet fits a smal
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 
 import asyncpg
 
-from gateway.data.db import normalize_dsn
+from gateway.data.accounts import off_because
+from gateway.data.db import looks_like_pooler
 from gateway.ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,6 @@ select current_setting('max_connections')::int as max_connections,
        current_setting('superuser_reserved_connections')::int as superuser_reserved,
        coalesce(current_setting('reserved_connections', true)::int, 0) as reserved
 """
-# PgBouncer's conventional port, or a Neon pooled endpoint (`ep-xxx-pooler.region.aws.neon.tech`).
-_POOLER_URL = re.compile(r"^postgresql://[^/]*(?:-pooler\.|:6432(?:/|$))")
 
 
 @dataclass(frozen=True)
@@ -69,16 +67,10 @@ async def server_budget(settings: Settings, pool: asyncpg.Pool, server: str) -> 
     """The budget of one server, read from its own settings."""
     row = await pool.fetchrow(_LIMITS_SQL)
     available = row["max_connections"] - row["superuser_reserved"] - row["reserved"]
-    listener = int(server == "primary" and bool(settings.account_cache_seconds)
-                   and not looks_like_pooler(settings.database_url))
+    listener = int(server == "primary" and off_because(settings) is None)
     return Budget(server, settings.workers,
                   settings.database_pool_size + settings.database_max_overflow + listener,
                   available, listener)
-
-
-def looks_like_pooler(url: str | None) -> bool:
-    """Whether a URL points at a transaction pooler by convention (port 6432, Neon `-pooler`)."""
-    return bool(url) and bool(_POOLER_URL.match(normalize_dsn(url or "")))
 
 
 async def check_connection_budget(settings: Settings, pool: asyncpg.Pool,

@@ -33,6 +33,15 @@ def normalize_dsn(url: str) -> str:
     return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
 
 
+# PgBouncer's conventional port, or a Neon pooled endpoint (`ep-xxx-pooler.region.aws.neon.tech`).
+_POOLER_URL = re.compile(r"^postgresql://[^/]*(?:-pooler\.|:6432(?:/|$))")
+
+
+def looks_like_pooler(url: str | None) -> bool:
+    """Whether a URL points at a transaction pooler by convention (port 6432, Neon `-pooler`)."""
+    return bool(url) and bool(_POOLER_URL.match(normalize_dsn(url or "")))
+
+
 def load_queries(directory: Path = SQL_DIR / "queries") -> dict[str, str]:
     """Every named query of every `.sql` file in `directory`; a duplicate name is an error.
 

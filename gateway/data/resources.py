@@ -11,8 +11,8 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from redis.asyncio import Redis
 
 from gateway.cache.clients import create_redis
-from gateway.data.accounts import AccountCache
-from gateway.data.budget import check_connection_budget, looks_like_pooler
+from gateway.data.accounts import AccountCache, off_because
+from gateway.data.budget import check_connection_budget
 from gateway.data.db import create_pool as create_pg_pool
 from gateway.ops.settings import Settings
 
@@ -60,15 +60,13 @@ async def open_account_cache(settings: Settings) -> AccountCache[Any] | None:
     """The account cache, listening to PostgreSQL; None when `ACCOUNT_CACHE_SECONDS=0`, without
     live dashboards (`LIVE_ENABLED=false`: their Redis listener hears the API's announcements), or
     behind a transaction pooler, which does not carry `LISTEN`."""
-    if not settings.account_cache_seconds:
-        return None
-    if not settings.live_enabled:
-        log.info("ACCOUNT_CACHE_SECONDS is ignored with LIVE_ENABLED=false: the account cache "
-                 "hears the API's changes through the live dashboards' Redis listener")
-        return None
-    if looks_like_pooler(settings.database_url):
-        log.warning("ACCOUNT_CACHE_SECONDS is ignored: DATABASE_URL looks like a transaction "
-                    "pooler, which does not carry LISTEN; every request reads its caller's row")
+    reason = off_because(settings)
+    if reason is not None:
+        if settings.account_cache_seconds:  # asked for, and not to be had
+            # Without live dashboards that is expected; behind a pooler, worth a warning.
+            log.log(logging.INFO if not settings.live_enabled else logging.WARNING,
+                    "ACCOUNT_CACHE_SECONDS is ignored (%s): every request reads its caller's "
+                    "account row", reason)
         return None
     cache: AccountCache[Any] = AccountCache(settings)
     await cache.start()
