@@ -8,6 +8,7 @@ private redis-server of its own. Tables and Redis are emptied before every test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
@@ -194,6 +195,15 @@ async def settled(client: httpx.AsyncClient) -> None:
     resources = client.app.state.resources  # type: ignore[attr-defined]
     if resources.accounts is not None:
         assert await resources.accounts.settled(resources.pool), "account cache not listening"
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (10 s at most) for something that happens in the background."""
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never happened: {what}")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ its own writes; nothing is kept while it cannot listen."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,7 +18,7 @@ from gateway.data.accounts import AccountCache
 from gateway.dev.embedded import RedisServer
 from gateway.http.identity import MIDNIGHT_MARGIN_S, keep_for
 from gateway.ops.settings import Settings
-from tests.conftest import settled
+from tests.conftest import settled, until
 from tests.factories import UserFactory
 
 ME = "{ me { email role } }"
@@ -31,15 +30,6 @@ async def ask(client: httpx.AsyncClient, token: str, text: str = ME) -> dict[str
                                  headers={"Authorization": f"Bearer {token}"})
     body: dict[str, Any] = response.json()
     return body
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (10 s at most) for something that happens in the background."""
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def cache_of(client: httpx.AsyncClient) -> AccountCache[Any]:

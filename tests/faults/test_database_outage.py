@@ -10,7 +10,6 @@ normally once the database is back, without a restart.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ from gateway.data.migrate import migrate
 from gateway.dev.embedded import PostgresServer, free_port
 from gateway.ops.settings import Settings
 from gateway.security.access import create_access_token
-from tests.conftest import running_app
+from tests.conftest import running_app, until
 from tests.factories import PASSWORD, UserFactory
 
 OVERVIEW = "{ overview { totalTasks } }"
@@ -98,11 +97,7 @@ async def test_an_outage_answers_503_logs_once_and_recovers(
     # The account cache forgets its rows once its listening connection is gone (no change could
     # be heard); until then the caller's row may still be answered from memory.
     accounts = client.app.state.resources.accounts  # type: ignore[attr-defined]
-    for _ in range(200):
-        if not accounts.listening:
-            break
-        await asyncio.sleep(0.05)
-    assert not accounts.listening
+    await until(lambda: not accounts.listening, "the account cache no longer listening")
     caplog.clear()
     caplog.set_level(logging.WARNING)
     try:
