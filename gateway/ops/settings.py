@@ -114,18 +114,16 @@ def _positive(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return check
 
 
-def _non_negative_int(raw: str) -> int:
-    value = _int(raw)
-    if value < 0:
-        raise ValueError(f"expected zero or more, got {raw!r}")
-    return value
+def _non_negative(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def check(raw: str) -> Any:
+        value = parse(raw)
+        if value < 0:
+            raise ValueError(f"expected zero or more, got {raw!r}")
+        return value
+
+    return check
 
 
-def _non_negative_float(raw: str) -> float:
-    value = _float(raw)
-    if value < 0:
-        raise ValueError(f"expected zero or more, got {raw!r}")
-    return value
 
 
 def _log_level(raw: str) -> str:
@@ -182,18 +180,18 @@ class Settings:
     database_url: str | None = setting("", _opt_str, "unset: an embedded PostgreSQL under .data/")
     database_read_url: str | None = setting("", _opt_str, "optional read replica for analytics")
     database_pool_size: int = setting("5", _positive(_int), "connections kept open per process")
-    database_max_overflow: int = setting("10", _non_negative_int, "extra connections under load")
+    database_max_overflow: int = setting("10", _non_negative(_int), "extra connections under load")
     database_pool_timeout: float = setting("30", _positive(_float),
                                            "seconds to wait for a connection")
     database_pool_recycle: float = setting("3600", _positive(_float), "idle connection lifetime, s")
     database_statement_cache_size: int = setting(
-        "100", _non_negative_int, "0 behind a transaction pooler (PgBouncer, Neon pooler)")
+        "100", _non_negative(_int), "0 behind a transaction pooler (PgBouncer, Neon pooler)")
     database_read_ryw_seconds: int = setting(
         "30", _positive(_int), "after a user's write, their reads wait for the replica this long")
     database_read_circuit_seconds: float = setting(
         "5", _positive(_float), "seconds reads skip a replica that failed")
     account_cache_seconds: float = setting(
-        "60", _non_negative_float, "each API process keeps callers' account rows at most this "
+        "60", _non_negative(_float), "each API process keeps callers' account rows at most this "
         "long, dropped on PostgreSQL's change notification (gateway/data/accounts.py); 0: off")
 
     # Redis
@@ -249,7 +247,7 @@ class Settings:
     log_format: str = setting("text", _log_format)
     log_file: str | None = setting("", _opt_str)
     log_max_size: int = setting("100MB", _size)
-    log_backup_count: int = setting("10", _non_negative_int)
+    log_backup_count: int = setting("10", _non_negative(_int))
 
     # Monitoring
     sentry_dsn: str | None = setting("", _opt_str)
@@ -280,7 +278,7 @@ class Settings:
     live_max_subscriptions_per_connection: int = setting("10", _positive(_int))
     live_max_subscriptions_per_user: int = setting("50", _positive(_int),
                                                    "a caller's subscriptions per process")
-    live_coalesce_ms: int = setting("250", _non_negative_int,
+    live_coalesce_ms: int = setting("250", _non_negative(_int),
                                     "at most one push per subscription per this many ms")
     live_send_timeout_s: float = setting("5", _positive(_float),
                                          "a push not sent within this closes the socket (4008)")
