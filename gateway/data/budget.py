@@ -42,6 +42,7 @@ class Budget:
     processes: int
     per_process: int
     available: int        # max_connections - superuser_reserved_connections - reserved_connections
+    listener: int = 0     # of per_process: the account cache's LISTEN (gateway/data/accounts.py)
 
     @property
     def needed(self) -> int:
@@ -50,8 +51,6 @@ class Budget:
     @property
     def fits(self) -> bool:
         return self.needed <= self.available
-
-    listener: int = 0     # the account cache's LISTEN connection (gateway/data/accounts.py)
 
     def message(self) -> str:
         listener = " + 1 listening for account changes" if self.listener else ""
