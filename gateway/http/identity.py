@@ -6,8 +6,8 @@ only names a user: `account_of` reads that account's row from the primary, once 
 `verified_caller` takes the role from it, so a demoted admin or a deleted account loses its rights
 at once, not when the token expires (docs/api.md, "Tokens"). The row is the one the analytics
 resolvers need anyway (with the local today and the data version that keys the cache), so the
-GraphQL view primes the user loader with it. The process keeps the rows it read until PostgreSQL
-says they changed (`ACCOUNT_CACHE_SECONDS`, gateway/data/accounts.py): most requests read none.
+GraphQL view primes the user loader with it. The process keeps the rows it read until it hears that
+they changed (`ACCOUNT_CACHE_SECONDS`, gateway/data/accounts.py): most requests read none.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ class Settings:
         "5", _positive(_float), "seconds reads skip a replica that failed")
     account_cache_seconds: float = setting(
         "60", _non_negative(_float), "each API process keeps callers' account rows at most this "
-        "long, dropped on PostgreSQL's change notification (gateway/data/accounts.py); 0: off")
+        "long, dropped when the account changes (gateway/data/accounts.py); 0: off")
 
     # Redis
     redis_url: str | None = setting("", _opt_str, "unset: an embedded Redis under .data/")
