@@ -528,3 +528,33 @@ async def test_deflate_is_negotiated_without_context_takeover_so_an_idle_socket_
         assert "client_no_context_takeover" in accepted
         (extension,) = client.ws.protocol.extensions
         assert not hasattr(extension, "encoder") and not hasattr(extension, "decoder")
+
+
+def test_a_flush_due_at_once_is_scheduled_on_uvloop_too(settings: Settings) -> None:
+    """uvloop (what uvicorn runs) schedules a time already past as a plain Handle, without
+    `when()`. A change arriving while such a flush was pending once raised in the listener, which
+    then reconnected and recomputed every followed user's figures, over and over under load."""
+    import uuid
+
+    import uvloop
+
+    from gateway.live.hub import Hub
+
+    async def close(code: int, reason: str) -> None:
+        return None
+
+    async def scenario() -> None:
+        hub = Hub(settings)
+        connection = hub.open(close)
+        assert connection is not None
+        first, second = uuid.uuid4(), uuid.uuid4()
+        followers = [hub.follow(connection, user, user, "overview") for user in (first, second)]
+        loop = asyncio.get_running_loop()
+        hub._due[first] = loop.time() - 1.0  # overdue: uvloop hands back a plain Handle
+        hub._arm()
+        hub.changed([second])  # compared with the pending flush's time
+        for follower in followers:
+            assert await follower.next_batch(settings.live_coalesce_ms / 1000 + 1.0) is not None
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())

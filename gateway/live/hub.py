@@ -225,7 +225,10 @@ class Hub:
         self.connections: set[Connection] = set()
         self._subjects: dict[uuid.UUID, _Subject] = {}
         self._due: dict[uuid.UUID, float] = {}  # users with a flush asked for, and when due
-        self._tick: asyncio.TimerHandle | None = None
+        # The scheduled flush and when it runs. (The time kept here: uvloop gives a plain Handle,
+        # without `when()`, for a time already past.)
+        self._tick: asyncio.Handle | None = None
+        self._tick_at = math.inf
         self._per_caller: Counter[uuid.UUID] = Counter()
         self._task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()  # set while the listener is subscribed
@@ -317,10 +320,11 @@ class Hub:
         earliest = min(self._due.values())
         at = math.ceil(earliest / TICK_S) * TICK_S
         if self._tick is not None:
-            if self._tick.when() <= at:
+            if self._tick_at <= at:
                 return
             self._tick.cancel()
         self._tick = asyncio.get_running_loop().call_at(at, self._flush_due)
+        self._tick_at = at
 
     def _flush_due(self) -> None:
         """Flush every user due by now, all in one `Batch`."""
@@ -412,7 +416,10 @@ class Hub:
                 if message is not None:
                     heard = now
                     if message.get("type") == "message":
-                        self._receive(message["data"])
+                        try:
+                            self._receive(message["data"])
+                        except Exception:  # a bug acting on one message: not a lost Redis
+                            log.exception("live: a change message could not be acted on")
                 if now - heard > self.ping_every * SILENT_PINGS:
                     raise TimeoutError("Redis stopped answering the listener's pings")
                 if now - pinged >= self.ping_every:
