@@ -27,6 +27,7 @@ from arq.connections import ArqRedis
 from arq.constants import result_key_prefix
 from arq.jobs import Job, JobStatus
 
+from domain.deltas import TaskChange
 from gateway.cache.clients import breaker_for
 from gateway.data.accounts import announce_in_postgres
 from gateway.data.db import query
@@ -95,8 +96,12 @@ def affected_days(task_row_before: Mapping[str, Any] | None,
 # --- after the commit -----------------------------------------------------------------------
 
 async def tasks_changed(resources: Resources, user_id: uuid.UUID,
-                        stale_days: Iterable[date] = (), *, rollup_reset: bool = False) -> None:
+                        stale_days: Iterable[date] = (), *, rollup_reset: bool = False,
+                        change: TaskChange | None = None) -> None:
     """A user's tasks (or the profile fields analytics depend on) changed and were committed.
+
+    `change` describes a task mutation's change (domain/deltas.py): the live message carries
+    it, so that subscribers' figures are updated from it rather than recomputed.
 
     `rollup_reset` says the change deleted the user's whole rollup (a new timezone moves every
     local day): a rebuild of their history is queued, or the nightly run would only redo yesterday.
@@ -118,7 +123,8 @@ async def tasks_changed(resources: Resources, user_id: uuid.UUID,
     # (gateway/live/). Best effort and bounded, like the repair below. The same message tells the
     # other processes' account caches to drop the row; when Redis cannot take it, PostgreSQL
     # tells them (the API's own writes do not notify: sql/migrations/0005).
-    published = not redis_down and await publish_change(resources.redis, [user_id])
+    described = [(user_id, change.version, change.encode())] if change is not None else []
+    published = not redis_down and await publish_change(resources.redis, [user_id], described)
     if not published and accounts is not None:
         try:
             await announce_in_postgres(resources.pool, user_id)

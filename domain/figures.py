@@ -31,6 +31,8 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 
+from domain.ranges import round1
+
 F = TypeVar("F")
 
 CODEC_VERSION = 1
@@ -97,6 +99,23 @@ class Overview:
     completion_rate: Decimal  # 1 decimal; 0.0 without tasks
     priority: PriorityCounts
     status: StatusCounts
+
+    @classmethod
+    def of_counts(cls, total: int, done: int, todo: int, in_progress: int, overdue: int,
+                  due_today: int, high: int, medium: int, low: int) -> Overview:
+        """The overview of these task counts (its rate computed as docs/analytics.md says)."""
+        return cls(
+            total_tasks=total, completed_tasks=done, pending_tasks=todo,
+            in_progress_tasks=in_progress, overdue_tasks=overdue, due_today_tasks=due_today,
+            completion_rate=round1(100 * done, total) if total else Decimal("0.0"),
+            priority=PriorityCounts(high=high, medium=medium, low=low),
+            status=StatusCounts(todo=todo, in_progress=in_progress, done=done))
+
+    def counts(self) -> tuple[int, int, int, int, int, int, int, int, int]:
+        """The counts `of_counts` takes, in its order."""
+        return (self.total_tasks, self.completed_tasks, self.pending_tasks,
+                self.in_progress_tasks, self.overdue_tasks, self.due_today_tasks,
+                self.priority.high, self.priority.medium, self.priority.low)
 
 
 # -- the daily series (cached: `trends`) --------------------------------------------------------

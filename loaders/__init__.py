@@ -23,9 +23,12 @@ F = TypeVar("F", bound="analytics.FigureLoader[Any, Any]")
 
 
 class Loaders:
-    def __init__(self, resources: Resources, notes: dict[str, Any] | None = None) -> None:
+    def __init__(self, resources: Resources, notes: dict[str, Any] | None = None,
+                 snapshots: analytics.Snapshots | None = None) -> None:
         self.resources = resources
         self.notes = notes  # the request's notes: cache hits and ages (`extensions.cache`)
+        self.snapshots = snapshots  # live pushes: the versions the figures were computed at
+        self._futures: dict[str, dict[Any, Any]] = {}  # the figure loaders' caches, by field
 
     # Analytics (loaders/analytics.py): created on first use.
     @cached_property
@@ -44,19 +47,42 @@ class Loaders:
     def figures(self) -> SharedBatch:
         """The batch the figure loaders share: one statement for every kind they miss."""
         return SharedBatch("figures", cache_of(self.resources), self.data_versions,
-                           partial(analytics.compute_figures, self.resources), self.notes)
+                           partial(analytics.compute_figures, self.resources,
+                                   snapshots=self.snapshots), self.notes)
 
-    def _figure(self, loader: F) -> F:
+    def _figure(self, kind: type[F]) -> F:
+        loader = kind(self.resources.pool, cache_map=self._futures.setdefault(kind.field, {}))
         return loader.cached(self.resources, self.data_versions, self.notes, shared=self.figures)
 
     @cached_property
     def overview(self) -> analytics.OverviewLoader:
-        return self._figure(analytics.OverviewLoader(self.resources.pool))
+        return self._figure(analytics.OverviewLoader)
 
     @cached_property
     def daily_series(self) -> analytics.DailySeriesLoader:
-        return self._figure(analytics.DailySeriesLoader(self.resources.pool))
+        return self._figure(analytics.DailySeriesLoader)
 
     @cached_property
     def productivity(self) -> analytics.ProductivityLoader:
-        return self._figure(analytics.ProductivityLoader(self.resources.pool))
+        return self._figure(analytics.ProductivityLoader)
+
+    # The figure values by (field, key), read and written by live pushes (resolvers/live.py),
+    # which update a user's figures from the changes rather than recompute them.
+
+    def figures_of(self, user_id: Any) -> dict[tuple[str, tuple[Any, ...]], Any]:
+        """The figure values this request has computed for `user_id`, by (field, key)."""
+        values = {}
+        for field, futures in self._futures.items():
+            for key, future in futures.items():
+                if key[0] == user_id and future.done() and not future.cancelled() \
+                        and future.exception() is None:
+                    values[field, key] = future.result()
+        return values
+
+    def prime_figures(self, values: dict[tuple[str, tuple[Any, ...]], Any]) -> None:
+        """Give the figure loaders these values, so that asking for them runs no statement."""
+        loaders: dict[str, analytics.FigureLoader[Any, Any]] = {
+            "overview": self.overview, "trends": self.daily_series,
+                   "productivity": self.productivity}
+        for (field, key), value in values.items():
+            loaders[field].prime(key, value)

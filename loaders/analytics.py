@@ -24,8 +24,9 @@ dashboard's 30-day DAY trend and default productivity share one key.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -37,9 +38,7 @@ from domain.figures import (
     DayCounts,
     DaySeries,
     Overview,
-    PriorityCounts,
     ProductivityExtras,
-    StatusCounts,
     UserRow,
 )
 from domain.ranges import round1
@@ -61,8 +60,9 @@ class AnalyticsLoader(CachedLoader[K, V], Generic[K, V]):
 
     field: ClassVar[str]
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__()
+    def __init__(self, pool: asyncpg.Pool,
+                 cache_map: MutableMapping[Any, asyncio.Future[V]] | None = None) -> None:
+        super().__init__(cache_map=cache_map)  # the keys' futures (see Loaders.figures_of)
         self.pool = pool
 
     async def compute(self, keys: Sequence[K]) -> list[V]:
@@ -137,15 +137,9 @@ class OverviewLoader(FigureLoader[tuple[uuid.UUID, date], Overview | None]):
 
 
 def _overview_value(row: asyncpg.Record) -> Overview:
-    total, done = row["total"], row["done"]
-    return Overview(
-        total_tasks=total, completed_tasks=done, pending_tasks=row["todo"],
-        in_progress_tasks=row["in_progress"], overdue_tasks=row["overdue"],
-        due_today_tasks=row["due_today"],
-        completion_rate=round1(100 * done, total) if total else Decimal("0.0"),
-        priority=PriorityCounts(high=row["high"], medium=row["medium"], low=row["low"]),
-        status=StatusCounts(todo=row["todo"], in_progress=row["in_progress"], done=done),
-    )
+    return Overview.of_counts(row["total"], row["done"], row["todo"], row["in_progress"],
+                              row["overdue"], row["due_today"], row["high"], row["medium"],
+                              row["low"])
 
 
 class DailySeriesLoader(FigureLoader[SeriesKey, DaySeries]):
@@ -193,11 +187,36 @@ FIGURE_KINDS: tuple[type[FigureLoader[Any, Any]], ...] = (
 """The parts of `analytics_figures`, in the order of its arguments and of its `part` column."""
 
 
-async def compute_figures(resources: Resources,
-                          keys_of: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+class Snapshots:
+    """What the figure statements of one live batch computed, per user: the data version their
+    snapshot saw (`analytics_figures` reads it beside the figures: one statement, one snapshot)
+    and the (field, key)s computed in it. Live pushes keep figures that are exactly those of one
+    version (resolvers/live.py)."""
+
+    def __init__(self) -> None:
+        self._versions: dict[uuid.UUID, set[int]] = {}
+        self._keys: dict[uuid.UUID, set[tuple[str, Any]]] = {}
+
+    def record(self, user_id: uuid.UUID, version: int, keys: Iterable[tuple[str, Any]]) -> None:
+        self._versions.setdefault(user_id, set()).add(version)
+        self._keys.setdefault(user_id, set()).update(keys)
+
+    def version_of(self, user_id: uuid.UUID, keys: Iterable[tuple[str, Any]]) -> int | None:
+        """The data version that these figures of the user are exactly those of: all computed
+        by statements that saw that one version; None if not (some came from the cache, say)."""
+        versions = self._versions.get(user_id, set())
+        computed = self._keys.get(user_id, set())
+        if len(versions) != 1 or not set(keys) <= computed:
+            return None
+        return next(iter(versions))
+
+
+async def compute_figures(resources: Resources, keys_of: Mapping[str, list[Any]],
+                          snapshots: Snapshots | None = None) -> dict[str, list[Any]]:
     """The figures of every kind asked for (field → keys), from ONE `analytics_figures` statement
     on the pool that may answer for these users: the `compute` of the request's shared batch
-    (loaders/cached.py). A kind not asked for gets empty arrays, which cost nothing."""
+    (loaders/cached.py). A kind not asked for gets empty arrays, which cost nothing. With
+    `snapshots`, the statement also reads the users' data versions, recorded there."""
     unknown = set(keys_of) - {kind.field for kind in FIGURE_KINDS}
     if unknown:
         raise ValueError(f"no figure of kind {sorted(unknown)}")
@@ -205,12 +224,19 @@ async def compute_figures(resources: Resources,
     for kind in FIGURE_KINDS:
         arguments += kind.arguments(keys_of.get(kind.field, []))
     user_ids = list(dict.fromkeys(key[0] for keys in keys_of.values() for key in keys))
+    arguments.append(user_ids if snapshots is not None else [])
     rows = await router_of(resources).fetch(user_ids, query("analytics_figures"), *arguments)
-    parts: list[list[asyncpg.Record]] = [[] for _ in FIGURE_KINDS]
+    parts: list[list[asyncpg.Record]] = [[] for _ in range(len(FIGURE_KINDS) + 1)]
     for row in rows:
         parts[row["part"] - 1].append(row)
+    if snapshots is not None:
+        for row in parts[-1]:
+            user_id = user_ids[row["k"] - 1]
+            snapshots.record(user_id, row["data_version"], [
+                (field, key) for field, keys in keys_of.items() for key in keys
+                if key[0] == user_id])
     return {kind.field: kind.values(keys_of[kind.field], part)
-            for kind, part in zip(FIGURE_KINDS, parts, strict=True) if kind.field in keys_of}
+            for kind, part in zip(FIGURE_KINDS, parts, strict=False) if kind.field in keys_of}
 
 
 def _hours(seconds: Decimal | None, count: int) -> Decimal | None:

@@ -33,13 +33,16 @@ class Context:
     notes: dict[str, Any] = field(default_factory=dict)
     # The caller's account row as the edge read it (primes the user loader).
     account: Any = None
+    # Live pushes: where the figure statements record the data version they saw
+    # (loaders/analytics.py's Snapshots; resolvers/live.py).
+    snapshots: Any = None
 
     @cached_property
     def loaders(self) -> Loaders:
         """Loaders live for one request: built lazily, so a query that needs none builds none."""
         from loaders import Loaders
 
-        return Loaders(self.resources, self.notes)
+        return Loaders(self.resources, self.notes, self.snapshots)
 
     def fresh(self) -> Context:
         """The same caller and request with new loaders and notes: for running the operation

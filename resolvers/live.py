@@ -19,11 +19,23 @@ A push comes:
 
 Before each push the caller's account is read again: a deleted account closes the connection
 (4403), a demoted admin's subscription to someone else ends with FORBIDDEN.
+
+**Pushes from the change, not from the database.** A write of the API describes its change in
+its message (the task's facts before and after, and the data version it raised the user to:
+domain/deltas.py, gateway/live/fanout.py). Once a push's figures are known to be exactly those
+of one data version (`Known`, kept in the hub per followed user), the next push applies the
+changes heard since to them, with no statement but the user's row (which also authorizes the
+push), when those changes lead exactly to the version that row has: every version in between
+described, the same local day and timezone, no change the productivity extras cannot follow.
+Otherwise (a change from a worker or psql, a message lost or not yet arrived, a task completed
+or reopened, a new day) the push's figures are recomputed by the loaders, and, once a second
+read of the row shows that no change committed meanwhile, kept as the new `Known`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -34,14 +46,16 @@ from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 
+from domain.deltas import TaskChange, Values, advance
 from domain.figures import Overview, Productivity, Trend, UserRow
 from domain.ranges import seconds_to_midnight
 from gateway.data.db import is_database_outage
 from gateway.data.resources import Resources
 from gateway.errors import BadUserInput, Forbidden, NotFound, ServiceUnavailable
-from gateway.live.hub import CLOSE_FORBIDDEN, Batch, Connection, Follower, Hub
-from gateway.ops.metrics import LIVE_PUSH_DELAY, LIVE_PUSHES
+from gateway.live.hub import CLOSE_FORBIDDEN, Batch, Connection, Follower, Hub, Subject
+from gateway.ops.metrics import LIVE_FIGURES, LIVE_PUSH_DELAY, LIVE_PUSHES
 from gateway.security.access import Caller
+from loaders.analytics import Snapshots, UserLoader
 from resolvers import analytics as resolve
 from resolvers.context import Context, Info
 
@@ -51,6 +65,7 @@ E = TypeVar("E")
 MIDNIGHT_MARGIN_S = 1.0  # push this long after the local midnight, so that "today" has moved
 RETRY_FIRST_S = 1.0      # a push that failed is retried after this, doubling...
 RETRY_MAX_S = 30.0       # ...up to this
+GAP_WAIT_S = 1.0         # kept figures wait this long for an announced change to be heard
 
 
 @dataclass
@@ -120,13 +135,115 @@ async def productivity(frame: Frame, d_from: date | None, d_to: date | None) -> 
         lambda: resolve.productivity(frame.info, user, d_from, d_to))
 
 
+# --- figures updated from the changes (see the module docstring) -------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """The figures of a user's last push, exactly as of `version` (by loader field and key),
+    and the local day and timezone they were computed for."""
+
+    version: int
+    today: date
+    timezone: str
+    values: Values
+
+
+def _advance(hub: Hub, batch: Batch, user: UserRow) -> None:
+    """Before a batch computes `user`'s figures: when the kept figures can follow the changes
+    heard since, give the batch's loaders the updated figures; else forget them, so that the
+    loaders recompute (and `_learn` keeps the result). Once per batch and user; synchronous, so
+    no other push of the user interleaves.
+
+    The kept figures follow the described changes from their version on, in order, as far as
+    they are heard. The user's row (read for this push) may be ahead: a change committed whose
+    message has not arrived yet (a busy process reads its messages late). The push then carries
+    the figures of the last version heard (a state that was committed), and the message, once
+    it arrives, brings the next push; if the figures are still behind the row `GAP_WAIT_S`
+    later (a lost message, a change nobody described), they are recomputed. With no change to
+    follow at all (the next one not heard), they are recomputed now."""
+    advanced: dict[uuid.UUID, int | None] = batch.values.setdefault("advanced", {})
+    subject = hub.subject(user.id)
+    if user.id in advanced or subject is None:
+        return
+    version = user.data_version
+    known = subject.known
+    values = None
+    if isinstance(known, Known) and known.today == user.today \
+            and known.timezone == user.timezone and known.version <= version:
+        for old in [v for v in subject.changes if v <= known.version]:
+            del subject.changes[old]
+        chain: list[TaskChange] = []
+        while (reached := known.version + len(chain)) < version:
+            change = TaskChange.decode(reached + 1, subject.changes.get(reached + 1))
+            if change is None:
+                break
+            chain.append(change)
+        if reached == version or chain:
+            values = advance(known.values, user.timezone, chain)
+    if values is None:
+        for old in [v for v in subject.changes if v <= version]:
+            del subject.changes[old]
+        subject.forget()
+        advanced[user.id] = subject.epoch  # `_learn` keeps what the loaders compute
+        LIVE_FIGURES.labels("database").inc()
+        return
+    for change in chain:
+        del subject.changes[change.version]
+    LIVE_FIGURES.labels("changes").inc()
+    subject.keep(Known(reached, user.today, user.timezone, values))
+    advanced[user.id] = None
+    cast(Context, batch.values["context"]).loaders.prime_figures(values)
+    if reached < version:
+        asyncio.get_running_loop().call_later(GAP_WAIT_S, _catch_up, hub, subject, user.id,
+                                              version)
+
+
+def _catch_up(hub: Hub, subject: Subject, user_id: uuid.UUID, version: int) -> None:
+    """`GAP_WAIT_S` after a push fell behind the user's row at `version`: if the kept figures
+    are still behind it, recompute them (a flush without a described change)."""
+    known = subject.known
+    if hub.subject(user_id) is subject and isinstance(known, Known) and known.version < version:
+        hub.changed([user_id])
+
+
+async def _learn(hub: Hub, batch: Batch, user: UserRow) -> None:
+    """After a push whose figures the loaders recomputed: keep them as `Known` when they are
+    known to be exactly those of one data version. The statement that computed them read the
+    version it saw (`Snapshots`); figures that came from the field cache instead are exact when
+    a second read of the user's row finds the version of the first (no change committed between
+    that read, made before the figures were, and this one)."""
+    epoch = batch.values.get("advanced", {}).get(user.id)
+    subject = hub.subject(user.id)
+    if epoch is None or subject is None or subject.epoch != epoch:
+        return
+    context = cast(Context, batch.values["context"])
+    values = context.loaders.figures_of(user.id)
+    if not values:
+        return
+    version = context.snapshots.version_of(user.id, values) if context.snapshots else None
+    if version is None:
+        async def version_now() -> int | None:
+            recheck = batch.values.get("recheck")
+            if recheck is None:  # one loader for the batch: its users' rows in one statement
+                recheck = batch.values["recheck"] = UserLoader(context.resources.pool)
+            row = await recheck.load(user.id)
+            return row.data_version if row is not None else None
+
+        if await batch.once(("recheck", user.id), version_now) != user.data_version:
+            return
+        version = user.data_version
+    if hub.subject(user.id) is subject and subject.epoch == epoch:
+        subject.keep(Known(version, user.today, user.timezone, values))
+
+
 # --- subscribing ---------------------------------------------------------------------------------
 
 def _batch(resources: Resources, caller: Caller | None = None) -> Batch:
     """A batch of one subscription's own, with fresh loaders (a frame's figures are never older
     than its batch)."""
     batch = Batch()
-    batch.values["context"] = Context(request=None, resources=resources, caller=caller)
+    batch.values["context"] = Context(request=None, resources=resources, caller=caller,
+                                      snapshots=Snapshots())
     return batch
 
 
@@ -209,6 +326,8 @@ class Pushes(Generic[E]):
                 yield value
                 del value  # graphql-core's stream holds the last event meanwhile, spent below
                 self._pushed(frame)
+                with contextlib.suppress(Exception):  # only a chance to push cheaper next time
+                    await _learn(self.follower.hub, frame.batch, frame.user)
                 frame.spent()
                 frame = await self._next_frame(frame, None)
         finally:
@@ -242,7 +361,8 @@ class Pushes(Generic[E]):
                     await asyncio.sleep(wait)
                     batch = follower.take() or batch
             if "context" not in batch.values:
-                batch.values["context"] = Context(request=None, resources=self.resources)
+                batch.values["context"] = Context(request=None, resources=self.resources,
+                                                  snapshots=Snapshots())
             try:
                 return await self._frame(batch)
             except Exception as exc:
@@ -274,6 +394,7 @@ class Pushes(Generic[E]):
             raise Forbidden()
         if user is None:
             raise NotFound("User not found")
+        _advance(follower.hub, batch, user)
         return Frame(user, batch)
 
 

@@ -17,6 +17,7 @@ import strawberry
 
 from domain import changes as events
 from domain.changes import affected_days, mark_days_stale
+from domain.deltas import TaskChange, TaskFacts
 from gateway.data.db import query
 from gateway.errors import BadUserInput, NotFound, Unauthenticated
 from resolvers.context import Info
@@ -148,22 +149,26 @@ async def get_task(info: Info, raw_id: str) -> asyncpg.Record:
     return row
 
 
-async def _timezone_of(conn: asyncpg.Connection, user_id: uuid.UUID) -> str:
-    """The caller's timezone; UNAUTHENTICATED when a still-valid token names a deleted account."""
-    timezone: str | None = await conn.fetchval(query("user_timezone"), user_id)
-    if timezone is None:
+async def _account_of(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record:
+    """The caller's timezone and data version; UNAUTHENTICATED when a still-valid token names a
+    deleted account."""
+    account = await conn.fetchrow(query("user_timezone"), user_id)
+    if account is None:
         raise Unauthenticated("Account no longer exists")
-    return timezone
+    return account
 
 
-async def _mark_stale(conn: asyncpg.Connection, user_id: uuid.UUID, before: Any,
-                      after: Any) -> list[date]:
-    """Mark the rollup days that this change makes wrong stale, in the change's transaction."""
-    timezone = await _timezone_of(conn, user_id)
-    days = sorted(affected_days(before, after, timezone))
+async def _after_write(conn: asyncpg.Connection, user_id: uuid.UUID, before: Any,
+                       after: Any) -> tuple[list[date], TaskChange]:
+    """In the change's transaction, after its one statement on `tasks`: mark the rollup days
+    that the change makes wrong stale, and describe the change for live pushes (the data
+    version its statement raised the user to, the task's facts before and after)."""
+    account = await _account_of(conn, user_id)
+    days = sorted(affected_days(before, after, account["timezone"]))
     if days:
         await mark_days_stale(conn, user_id, days)
-    return days
+    return days, TaskChange(account["data_version"], TaskFacts.of_row(before),
+                            TaskFacts.of_row(after))
 
 
 async def create_task(info: Info, data: CreateTaskInput) -> asyncpg.Record:
@@ -174,12 +179,12 @@ async def create_task(info: Info, data: CreateTaskInput) -> asyncpg.Record:
     priority = data.priority.value if data.priority else "medium"
     resources = info.context.resources
     async with resources.pool.acquire() as conn, conn.transaction():
-        await _timezone_of(conn, caller.id)  # before the insert, whose foreign key would fail
+        await _account_of(conn, caller.id)  # before the insert, whose foreign key would fail
         row = await conn.fetchrow(query("insert_task"), caller.id, title, description, status,
                                   priority, data.due_date)
         await conn.execute(query("insert_task_event"), row["id"], caller.id, None, status)
-        days = await _mark_stale(conn, caller.id, None, row)
-    await events.tasks_changed(resources, caller.id, days)
+        days, change = await _after_write(conn, caller.id, None, row)
+    await events.tasks_changed(resources, caller.id, days, change=change)
     return row
 
 
@@ -217,8 +222,8 @@ async def update_task(info: Info, raw_id: str, data: UpdateTaskInput) -> asyncpg
         if after["status"] != before["status"]:
             await conn.execute(query("insert_task_event"), task_id, caller.id,
                                before["status"], after["status"])
-        days = await _mark_stale(conn, caller.id, before, after)
-    await events.tasks_changed(resources, caller.id, days)
+        days, change = await _after_write(conn, caller.id, before, after)
+    await events.tasks_changed(resources, caller.id, days, change=change)
     return after
 
 
@@ -232,5 +237,5 @@ async def delete_task(info: Info, raw_id: str) -> None:
             raise NotFound("Task not found")
         await conn.execute(query("soft_delete_task"), task_id, caller.id)
         # A deleted task counts nowhere: to analytics it is as if it were gone.
-        days = await _mark_stale(conn, caller.id, before, None)
-    await events.tasks_changed(resources, caller.id, days)
+        days, change = await _after_write(conn, caller.id, before, None)
+    await events.tasks_changed(resources, caller.id, days, change=change)

@@ -199,7 +199,7 @@ async def test_the_figures_statement_is_planned_once_per_connection_not_per_call
     def arguments(n: int) -> list[list[Any]]:
         ids = [user.id] * n
         froms, tos = [today - timedelta(days=29)] * n, [today] * n
-        return [ids, ids, froms, tos, ids, froms, tos]
+        return [ids, ids, froms, tos, ids, froms, tos, ids]
 
     async with pool.acquire() as conn:
         costs = {n: (await conn.fetchval(f"explain (format json) {sql}", *arguments(n)))

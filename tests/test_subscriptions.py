@@ -19,10 +19,11 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from redis.asyncio import Redis
 
-from gateway.live.fanout import CHANNEL, decode_change, encode_change, publish
+from gateway.live.fanout import CHANNEL, Change, decode_change, encode_change, publish
 from gateway.ops.settings import Settings
 from gateway.security.access import create_access_token
 from tests.factories import User, UserFactory
@@ -149,15 +150,20 @@ async def test_a_worker_bumping_data_versions_publishes_the_change(redis: Redis)
         import uuid
 
         ids = [uuid.uuid4(), uuid.uuid4()]
-        assert await publish(redis, ids)
+        assert await publish(redis, ids, [(ids[1], 7, ["described"])])
         message = None
         async with asyncio.timeout(10):
             while message is None or message["type"] != "message":
                 message = await pubsub.get_message(timeout=1)
         change = decode_change(message["data"])
-        assert change is not None and change[0] == ids
+        assert change is not None and change.users == ids
+        assert change.tasks == [(ids[1], 7, ["described"])]
         assert decode_change(b'{"v": 2, "users": []}') is None  # another version: ignored
-        assert decode_change(encode_change(ids, at=5.0)) == (ids, 5.0)
+        assert decode_change(encode_change(ids, at=5.0)) == Change(ids, 5.0)
+        # A malformed description is left out; its user still counts as changed.
+        odd = decode_change(orjson.dumps({"v": 1, "users": [str(ids[0])],
+                                          "tasks": [[str(ids[0]), "7", []], "x", [1, 2]]}))
+        assert odd == Change([ids[0]], None)
     finally:
         await pubsub.aclose()
 

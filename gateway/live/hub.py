@@ -43,7 +43,7 @@ from redis.retry import Retry
 
 from gateway.cache.clients import parse_nodes
 from gateway.errors import GatewayError
-from gateway.live.fanout import CHANNEL, decode_change
+from gateway.live.fanout import CHANNEL, TaskEntry, decode_change
 from gateway.ops.metrics import LIVE_CLOSED, LIVE_CONNECTIONS, LIVE_SUBSCRIPTIONS
 from gateway.ops.settings import Settings
 from gateway.security.access import Caller
@@ -59,6 +59,7 @@ BACKOFF_FIRST_S = 0.1    # reconnection delays double from this...
 BACKOFF_MAX_S = 5.0      # ...up to this
 CLOSE_TIMEOUT_S = 1.0    # a close that cannot be sent in this time (a stalled client) is given up
 TICK_S = 0.02            # flushes falling due within this window run together (one Batch)
+MAX_CHANGES = 64         # described changes kept per followed user until its next push
 
 # Close codes (docs/api.md, "Subscriptions").
 CLOSE_UNAUTHORIZED = 4401
@@ -200,13 +201,29 @@ def _settle(waiter: asyncio.Future[bool] | None, delivered: bool) -> None:
         waiter.set_result(delivered)
 
 
-@dataclass
-class _Subject:
-    """A followed user: their followers in this process and the state of their next flush."""
+@dataclass(slots=True)
+class Subject:
+    """A followed user: their followers in this process, the state of their next flush, and what
+    resolvers/live.py keeps to update their figures from the changes rather than recompute them:
+    `known`, the figures last pushed at an exact data version (opaque here; None: recompute),
+    and `changes`, the changes heard since, by the data version each raised the user to (opaque
+    payloads of the change messages, at most `MAX_CHANGES`)."""
 
     followers: set[Follower] = field(default_factory=set)
     last_flush: float = -math.inf
     published_at: float | None = None  # the earliest change waiting for the next flush
+    known: Any = None
+    changes: dict[int, Any] = field(default_factory=dict)
+    epoch: int = 0  # raised whenever `known` is replaced or forgotten
+
+    def keep(self, known: Any) -> None:
+        self.known = known
+        self.epoch += 1
+
+    def forget(self) -> None:
+        """A change without a description (or too many at once): the next push recomputes."""
+        if self.known is not None:
+            self.keep(None)
 
 
 class Hub:
@@ -223,7 +240,7 @@ class Hub:
         self._client_factory = client_factory or (lambda attempt: pubsub_client(settings,
                                                                                 attempt))
         self.connections: set[Connection] = set()
-        self._subjects: dict[uuid.UUID, _Subject] = {}
+        self._subjects: dict[uuid.UUID, Subject] = {}
         self._due: dict[uuid.UUID, float] = {}  # users with a flush asked for, and when due
         # The scheduled flush and when it runs. (The time kept here: uvloop gives a plain Handle,
         # without `when()`, for a time already past.)
@@ -272,7 +289,7 @@ class Hub:
         self._per_caller[caller_id] += 1
         subject = self._subjects.get(user_id)
         if subject is None:  # its first push is being computed now: the next one in a while
-            subject = self._subjects[user_id] = _Subject(
+            subject = self._subjects[user_id] = Subject(
                 last_flush=asyncio.get_running_loop().time())
         subject.followers.add(follower)
         LIVE_SUBSCRIPTIONS.labels(field).inc()
@@ -297,14 +314,32 @@ class Hub:
 
     # --- coalescing -----------------------------------------------------------------------
 
-    def changed(self, user_ids: Iterable[uuid.UUID], published_at: float | None = None) -> None:
+    def subject(self, user_id: uuid.UUID) -> Subject | None:
+        """The followed user's state in this process (None: nobody here follows them)."""
+        return self._subjects.get(user_id)
+
+    def changed(self, user_ids: Iterable[uuid.UUID], published_at: float | None = None,
+                tasks: Iterable[TaskEntry] = ()) -> None:
         """These users' figures changed (published at `published_at`): flush each followed one
-        at the next tick, or once its last flush is `LIVE_COALESCE_MS` old."""
+        at the next tick, or once its last flush is `LIVE_COALESCE_MS` old. `tasks` describes
+        the changes of some of them (gateway/live/fanout.py); a user changed without one has
+        their kept figures forgotten."""
         now = asyncio.get_running_loop().time()
+        described: dict[uuid.UUID, list[tuple[int, Any]]] = {}
+        for user_id, version, change in tasks:
+            described.setdefault(user_id, []).append((version, change))
         for user_id in user_ids:
             subject = self._subjects.get(user_id)
             if subject is None:
                 continue
+            entries = described.get(user_id)
+            if entries is None:
+                subject.forget()
+            else:
+                subject.changes.update(entries)
+                if len(subject.changes) > MAX_CHANGES:
+                    subject.changes.clear()
+                    subject.forget()
             if published_at is not None:
                 subject.published_at = published_at if subject.published_at is None \
                     else min(subject.published_at, published_at)
@@ -454,10 +489,9 @@ class Hub:
         if change is None:
             log.warning("live: a change message this version cannot read was ignored")
             return
-        users, published_at = change
         for on_change, _ in self._observers:
-            on_change(users)
-        self.changed(users, published_at)
+            on_change(change.users)
+        self.changed(change.users, change.at, change.tasks)
 
 
 def pubsub_client(settings: Settings, attempt: int = 0) -> Redis:

@@ -103,6 +103,9 @@ LIVE_SUBSCRIPTIONS = Gauge("analytics_live_subscriptions", "Active subscriptions
                            ["field"], multiprocess_mode="livesum")
 LIVE_PUSHES = Counter("analytics_live_pushes_total", "Subscription events sent, by root field",
                       ["field"])
+LIVE_FIGURES = Counter("analytics_live_figures_total", "Followed users' figures for a push, by "
+                       "source: updated from the described changes, or recomputed from the "
+                       "database", ["source"])
 LIVE_CLOSED = Counter("analytics_live_closed_total", "Subscription WebSockets closed by the "
                       "server, by reason (expired, deleted, slow, capacity, unauthorized)",
                       ["reason"])

@@ -274,11 +274,14 @@ select * from extras;
 -- statement (loaders/cached.py: FigureBatch): the three parts above, each given its own keys
 -- (an empty array costs nothing), the rows tagged with their part and ordered by part, key, day.
 -- $1: overview user ids; $2, $3, $4: daily series user ids, from dates, to dates; $5, $6, $7:
--- productivity extras user ids, from dates, to dates. k is the 1-based position in its part's
--- arrays. Columns a part does not fill are null:
+-- productivity extras user ids, from dates, to dates; $8: user ids whose data version to read
+-- too (live pushes: the version this statement's figures are exactly those of, since one
+-- statement reads one snapshot). k is the 1-based position in its part's arrays. Columns a
+-- part does not fill are null:
 --   part 1 (analytics_overview_part): k, total .. low;
 --   part 2 (analytics_daily_series_part): k, day, tasks_created .. half_points;
---   part 3 (analytics_productivity_part): k, completed .. current_streak.
+--   part 3 (analytics_productivity_part): k, completed .. current_streak;
+--   part 4: k, data_version (one row per existing user).
 -- The arguments are read through a MATERIALIZED CTE so that the planner cannot see the arrays'
 -- lengths: every call then has the same estimates (10 keys per part), PostgreSQL's plan cache
 -- settles on one generic plan per connection after five executions, and a call pays no planning
@@ -286,7 +289,8 @@ select * from extras;
 with args as materialized (
     select $1::uuid[] as overview_ids,
            $2::uuid[] as series_ids, $3::date[] as series_from, $4::date[] as series_to,
-           $5::uuid[] as extras_ids, $6::date[] as extras_from, $7::date[] as extras_to
+           $5::uuid[] as extras_ids, $6::date[] as extras_from, $7::date[] as extras_to,
+           $8::uuid[] as version_ids
 ),
 overview_keys as (
     select o.k, o.user_id
@@ -313,6 +317,12 @@ series as (
 ),
 extras as (
     -- include: analytics_productivity_part
+),
+versions as (
+    select v.k, u.data_version
+    from args a
+    cross join unnest(a.version_ids) with ordinality as v(user_id, k)
+    join users u on u.id = v.user_id
 )
 select 1 as part, k, null::date as day,
        total, done, todo, in_progress, overdue, due_today, high, medium, low,
@@ -320,19 +330,25 @@ select 1 as part, k, null::date as day,
        null::int as tasks_completed_on_time, null::int as half_points,
        null::bigint as completed, null::numeric as lead_seconds, null::bigint as cycle_count,
        null::numeric as cycle_seconds, null::int[] as weekdays, null::int[] as hours,
-       null::int as longest_streak, null::int as current_streak
+       null::int as longest_streak, null::int as current_streak, null::bigint as data_version
 from overview
 union all
 select 2, k, day,
        null, null, null, null, null, null, null, null, null,
        tasks_created, tasks_completed, tasks_due, tasks_completed_on_time, half_points,
-       null, null, null, null, null, null, null, null
+       null, null, null, null, null, null, null, null, null
 from series
 union all
 select 3, k, null,
        null, null, null, null, null, null, null, null, null,
        null, null, null, null, null,
        completed, lead_seconds, cycle_count, cycle_seconds, weekdays, hours,
-       longest_streak, current_streak
+       longest_streak, current_streak, null
 from extras
+union all
+select 4, k, null,
+       null, null, null, null, null, null, null, null, null,
+       null, null, null, null, null,
+       null, null, null, null, null, null, null, null, data_version
+from versions
 order by part, k, day;

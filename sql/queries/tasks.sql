@@ -83,8 +83,10 @@ insert into task_events (task_id, user_id, from_status, to_status)
 values ($1, $2, $3, $4)
 
 -- name: user_timezone
--- The IANA zone that a user's local days are counted in.
-select timezone from users where id = $1
+-- The IANA zone that a user's local days are counted in, and their data version: read after a
+-- task mutation's statement, the version that statement raised (its trigger holds the row lock
+-- until the commit), which the live change message carries (domain/deltas.py).
+select timezone, data_version from users where id = $1
 
 -- name: export_tasks
 -- The CSV export's rows: a user's non-deleted tasks in creation order, filtered as list_tasks,
