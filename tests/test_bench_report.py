@@ -407,6 +407,8 @@ def test_each_write_is_matched_with_the_first_push_that_includes_it() -> None:
     delays = match_delays(writes, arrivals)
     assert [round(d, 3) for d in delays.seconds] == [0.05, 0.02, 0.3, 1.1, 0.1]
     assert (delays.missing, delays.early) == (0, 0)
+    # After the warm-up: the writes made from 11.0 on (a's last two, b's second).
+    assert [round(d, 3) for d in delays.since(11.0)] == [0.02, 0.3, 0.1]
 
 
 def test_writes_never_pushed_are_missing_and_a_push_before_its_commit_returned_is_zero() -> None:
