@@ -242,8 +242,7 @@ def _batch(resources: Resources, caller: Caller | None = None) -> Batch:
     """A batch of one subscription's own, with fresh loaders (a frame's figures are never older
     than its batch)."""
     batch = Batch()
-    batch.values["context"] = Context(request=None, resources=resources, caller=caller,
-                                      snapshots=Snapshots())
+    batch.values["context"] = Context(request=None, resources=resources, caller=caller)
     return batch
 
 
