@@ -183,7 +183,13 @@ class Pool(asyncpg.Pool):
     acquire_timeout: float | None = None
 
     async def _acquire(self, timeout: float | None) -> Any:  # noqa: ASYNC109 (asyncpg's)
-        conn = await super()._acquire(timeout if timeout is not None else self.acquire_timeout)
+        if timeout is None and not self._queue.qsize():
+            timeout = self.acquire_timeout
+        # With a connection free now, nothing waits (the queue hands it over without yielding,
+        # and connecting a fresh one is bounded by the connect timeout): no bound is set, which
+        # spares asyncpg's `wait_for` around the acquisition and around the release (a tenth of
+        # the pool's cost per statement of a cached-out request).
+        conn = await super()._acquire(timeout)
         if OUTAGE.since is not None:  # a connection again: the outage is over
             OUTAGE.recovered()
         return conn
