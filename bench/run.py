@@ -15,7 +15,8 @@ BENCH_RESEED=1 (seed again even when the database is already seeded today), BENC
 scenarios), BENCH_LIVE=0 (leave out the live subscriptions), BENCH_ONLY (only these groups, e.g.
 "live" or "jobs,dashboard"; see SCENARIO_GROUPS), BENCH_OUT (the result file). The live scenarios
 have their own (bench/live.py): BENCH_LIVE_SUBSCRIPTIONS, BENCH_LIVE_SECONDS, BENCH_LIVE_IDLE,
-BENCH_LIVE_FIELD, BENCH_LIVE_DEFLATE, BENCH_LIVE_PARTS. BENCH_PEERS=postgraphile also measures a
+BENCH_LIVE_FIELD, BENCH_LIVE_DEFLATE, BENCH_LIVE_PARTS, BENCH_LIVE_DESCRIBED, BENCH_LIVE_WARMUP.
+BENCH_PEERS=postgraphile also measures a
 peer's equivalent of the uncached `overview` in the dashboard group (bench/peers/, installed under
 `.data/bench/peers/` by the run itself).
 `DATABASE_URL` / `REDIS_URL` name servers to use instead (databases `gateway_bench_<users>` are
