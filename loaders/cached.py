@@ -100,6 +100,10 @@ class SharedBatch:
                     list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
                 results = await self.cache.load_parts(parts, versions, self.compute, self.notes,
                                                       force=self.force)
+                if tracing.ENABLED:  # each joining loader's part, in the order of loader.fields
+                    tracing.annotate(**{"loader.field_keys": [len(p.keys) for p in parts],
+                                        "cache.field_hits": [r.hits for r in results],
+                                        "cache.field_misses": [r.misses for r in results]})
         except BaseException as exc:  # every joiner gets the failure; nobody hangs
             for _, future in queue:
                 if not future.done():
@@ -147,8 +151,12 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
     async def batch_load_fn(self, keys: list[K]) -> list[V]:
         if not tracing.ENABLED:
             return await self._load_batch(keys)
-        # A shared batch's span goes beside this loader's, under the code that asked first.
+        # A shared batch's span stands for the batches of all the loaders joining it (each
+        # one's keys, hits and misses are its attributes), under the code that asked first:
+        # the joiners make no span of their own, which would only repeat its time.
         outer = contextvars.copy_context()
+        if self._shared is not None:
+            return await self._load_batch(keys, outer)
         # One span per batch, under the span of the code that asked first (aiodataloader
         # dispatches with `call_soon`, in a copy of that code's context): the field, the number
         # of keys, and, through the cache, its hits and misses (gateway/cache/fields.py).
@@ -163,8 +171,6 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
         if self._shared is not None:
             part = Part(self.field, keys, self.codec)  # type: ignore[arg-type]
             result = await self._shared.load(part, outer)
-            if tracing.ENABLED:  # this loader's own part of the shared batch
-                tracing.annotate(**{"cache.hits": result.hits, "cache.misses": result.misses})
             return result.values
         if self._query_cache is None or self._versions is None:
             return list(await self.compute(keys))
