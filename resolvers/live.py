@@ -66,6 +66,7 @@ MIDNIGHT_MARGIN_S = 1.0  # push this long after the local midnight, so that "tod
 RETRY_FIRST_S = 1.0      # a push that failed is retried after this, doubling...
 RETRY_MAX_S = 30.0       # ...up to this
 GAP_WAIT_S = 1.0         # kept figures wait this long for an announced change to be heard
+KEEP_KNOWN_S = 600.0     # kept figures of a user without any change for this long are let go
 
 
 @dataclass
@@ -347,8 +348,17 @@ class Pushes(Generic[E]):
         while True:
             midnight = seconds_to_midnight(frame.user.timezone) + MIDNIGHT_MARGIN_S
             timeout = midnight if retry_in is None else min(midnight, retry_in)
-            batch = await follower.next_batch(timeout)
+            # Figures kept for a user who stopped changing are let go after a while (about
+            # 5 KiB a followed user); the next change is then computed from the database.
+            subject = hub.subject(follower.user_id)
+            letting_go = retry_in is None and subject is not None \
+                and isinstance(subject.known, Known) and KEEP_KNOWN_S < timeout
+            batch = await follower.next_batch(KEEP_KNOWN_S if letting_go else timeout)
             if batch is None:
+                if letting_go:
+                    assert subject is not None
+                    subject.forget()
+                    continue
                 if retry_in is not None:  # try again on a batch of our own
                     batch = _batch(self.resources)
                 else:  # midnight: one flush for every follower of the user

@@ -265,3 +265,30 @@ async def _until_known(server: Any, user_id: uuid.UUID) -> None:
     hub = server.app.state.live_hub
     await until(lambda: isinstance(getattr(hub.subject(user_id), "known", None), Known),
                 "the pushed figures to be kept")
+
+
+async def test_kept_figures_of_a_user_who_stopped_changing_are_let_go(
+        settings: Settings, users: UserFactory, pool: asyncpg.Pool, redis: Redis,
+        token_for: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """About 5 KiB a followed user: not kept for ever once the changes stop."""
+    import resolvers.live
+
+    monkeypatch.setattr(resolvers.live, "KEEP_KNOWN_S", 0.5)
+    user = await users.create()
+    token = token_for(user.id)
+    variables = {"period": "DAY", "from": None, "to": None}
+    async with live_server(replace(settings, live_coalesce_ms=50)) as server, \
+            LiveClient.connect(server.ws, token) as client:
+        await client.subscribe("dash", DASHBOARD, variables)
+        await client.data("dash")
+        await _post(server.http, CREATE, token, {"input": {"title": "a"}})
+        await client.data("dash")
+        await _until_known(server, user.id)
+        subject = server.app.state.live_hub.subject(user.id)
+        await until(lambda: subject.known is None, "the kept figures to be let go")
+        # and the next change is pushed right, computed from the database
+        before = _figure_statements()
+        await _post(server.http, CREATE, token, {"input": {"title": "b"}})
+        pushed = await client.data("dash")
+        assert pushed["dashboard"]["overview"]["totalTasks"] == 2
+        assert _figure_statements() - before == 1
