@@ -408,7 +408,7 @@ def fast_path_targets(runs: Sequence[Run], main_users: int) -> list[Target]:
         worst = min(found, key=lambda r: r.rps_ratio or 0.0) if found else None
         ratio = worst.rps_ratio if worst else None
         targets.append(Target(label, f">= {goal:.0%}",
-                              _fmt(ratio * 100 if ratio is not None else None, "%", 0)
+                              _fmt(ratio * 100 if ratio is not None else None, "%", 1)
                               + (f" at c={worst.concurrency}" if worst else ""),
                               None if ratio is None else ratio >= goal))
 
