@@ -8,6 +8,7 @@ from Redis.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -396,3 +397,53 @@ async def test_extensions_cache_is_hidden_in_production(
     )
     assert result.errors is None
     assert not (result.extensions or {}).get("cache")
+
+
+async def test_a_value_read_once_is_served_by_the_process_until_its_ttl(
+    resources: Resources, users: UserFactory
+) -> None:
+    """The process keeps the decoded values it read or computed (CACHE_LOCAL_ENTRIES): a key
+    names the data version, so a kept value is exactly what Redis holds for it."""
+    user = await users.create()
+    await done_tasks(users, user, 1)
+    counter = Counter()
+    cache = cache_of(resources)
+    asked: list[list[str]] = []
+    mget = cache.mget
+
+    async def counted_mget(keys: list[str]) -> list[bytes | None]:
+        asked.append(keys)
+        return await mget(keys)
+
+    cache.mget = counted_mget  # type: ignore[method-assign]
+    assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 1
+    assert len(asked) == 1 and len(counter.calls) == 1  # asked Redis, then computed
+    notes: dict[str, Any] = {}
+    assert (await load(resources, counter, (user.id, "done"), notes=notes))[0]["count"] == 1
+    assert len(asked) == 1 and len(counter.calls) == 1  # from the process: no Redis, no SQL
+    assert notes["cache"]["overview"]["hits"] == 1
+    # a change raises the version: another key, computed again
+    await done_tasks(users, user, 1)
+    assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 2
+    assert len(counter.calls) == 2
+    # past its field's TTL a kept value is not used: Redis is asked (and still has it)
+    ttl = resources.settings.cache_ttl_overview
+    cache._clock = lambda: time.time() + ttl + 1
+    before = len(asked)
+    assert (await load(resources, counter, (user.id, "done")))[0]["count"] == 2
+    assert len(asked) == before + 1 and len(counter.calls) == 2
+
+
+async def test_the_process_keeps_at_most_cache_local_entries_values(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, users: UserFactory
+) -> None:
+    opened = await Resources.open(replace(settings, cache_local_entries=1))
+    try:
+        first, second = await users.create(), await users.create()
+        counter = Counter()
+        await load(opened, counter, (first.id, "done"))
+        await load(opened, counter, (second.id, "done"))  # the first one's is dropped
+        kept = cache_of(opened)._local
+        assert len(kept) == 1 and str(second.id) in next(iter(kept))
+    finally:
+        await opened.close()

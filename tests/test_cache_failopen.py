@@ -41,7 +41,9 @@ class CountingRedis:
 
 def make_resources(settings: Settings, pool: asyncpg.Pool, server: RedisServer,
                    circuit_seconds: float) -> tuple[Resources, CountingRedis]:
-    own = replace(settings, redis_url=server.url(), cache_circuit_seconds=circuit_seconds)
+    # No values kept in the process: every load asks Redis, whose failures are what is tested.
+    own = replace(settings, redis_url=server.url(), cache_circuit_seconds=circuit_seconds,
+                  cache_local_entries=0)
     counting = CountingRedis(create_redis(own, cache_path=True))
     resources = Resources(own, pool, create_redis(own), counting, None)  # type: ignore[arg-type]
     return resources, counting

@@ -169,7 +169,8 @@ async def test_cache_and_rate_limits_survive_a_fail_over(
     cache_client = create_redis(sentinel_settings, cache_path=True)
 
     class Holder:  # what the cache needs of the lifespan's resources
-        settings = sentinel_settings
+        # nothing kept in the process: every load reads Redis, through the fail-over
+        settings = replace(sentinel_settings, cache_local_entries=0)
         cache_redis = cache_client
 
     cache = cache_of(Holder())

@@ -41,6 +41,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -289,6 +290,30 @@ class QueryCache:
         self._inflight: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # flushes in progress (kept referenced)
         self._mget_queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
+        # The values this process has read or written lately, decoded, by key: a key names the
+        # user's data version, so its value never changes, and one kept here is exactly what
+        # Redis holds (`CACHE_LOCAL_ENTRIES` at most, the least recently used dropped first, none
+        # kept past its field's TTL).
+        self._local: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+        self.local_entries = settings.cache_local_entries
+
+    def _recall(self, entry: _Entry, now: float) -> tuple[Any, float] | None:
+        found = self._local.get(entry.ckey)
+        if found is None:
+            return None
+        if now - found[1] > self.ttl_of(entry.field):
+            del self._local[entry.ckey]
+            return None
+        self._local.move_to_end(entry.ckey)
+        return found
+
+    def _remember(self, ckey: str, value: Any, written_at: float) -> None:
+        if not self.local_entries:
+            return
+        self._local[ckey] = (value, written_at)
+        self._local.move_to_end(ckey)
+        while len(self._local) > self.local_entries:
+            self._local.popitem(last=False)
 
     # -- Redis calls, all through the breaker --
 
@@ -387,13 +412,24 @@ class QueryCache:
         hit: list[float | None] = [None] * len(entries)  # each hit's age
         redis_ok = True
         if not force:
-            try:
-                raw = await self.mget([entry.ckey for entry in entries])
-            except CacheUnavailable:
-                raw, redis_ok = [None] * len(entries), False
             now = self._clock()
+            remote = []
+            for i, entry in enumerate(entries):
+                kept = self._recall(entry, now)
+                if kept is None:
+                    remote.append(i)
+                else:
+                    results[i], written_at = kept
+                    hit[i] = max(0.0, now - written_at)
+            raw: list[bytes | None] = []
+            if remote:
+                try:
+                    raw = await self.mget([entries[i].ckey for i in remote])
+                except CacheUnavailable:
+                    raw, redis_ok = [None] * len(remote), False
+                now = self._clock()
             missing = []
-            for i, item in enumerate(raw):
+            for i, item in zip(remote, raw, strict=True):
                 entry = entries[i]
                 found = _decoded(item, entry.codec, entry.ckey) if item is not None else None
                 if found is None:
@@ -401,6 +437,7 @@ class QueryCache:
                 else:
                     results[i], written_at = found
                     hit[i] = max(0.0, now - written_at)
+                    self._remember(entry.ckey, results[i], written_at)
         counted = _split(parts, results, hit, missing)
         if not force:  # warming is not traffic: it would drown the hit ratio in misses
             for part, result in zip(parts, counted, strict=True):
@@ -410,8 +447,10 @@ class QueryCache:
                                     "cache.misses": sum(r.misses for r in counted)})
         if missing:
             values = await self._fill([entries[i] for i in missing], compute, redis_ok)
+            computed_at = self._clock()
             for i, value in zip(missing, values, strict=True):
                 results[i] = value
+                self._remember(entries[i].ckey, value, computed_at)
         return _split(parts, results, hit, missing)
 
     def _count(self, field: str, notes: dict[str, Any] | None, hits: list[float],
