@@ -28,7 +28,7 @@ class Loaders:
         self.resources = resources
         self.notes = notes  # the request's notes: cache hits and ages (`extensions.cache`)
         self.snapshots = snapshots  # live pushes: the versions the figures were computed at
-        self._futures: dict[str, dict[Any, Any]] = {}  # the figure loaders' caches, by field
+        self._futures: dict[str, _FuturesByUser] = {}  # the figure loaders' caches, by field
 
     # Analytics (loaders/analytics.py): created on first use.
     @cached_property
@@ -51,7 +51,8 @@ class Loaders:
                                    snapshots=self.snapshots), self.notes)
 
     def _figure(self, kind: type[F]) -> F:
-        loader = kind(self.resources.pool, cache_map=self._futures.setdefault(kind.field, {}))
+        loader = kind(self.resources.pool,
+                      cache_map=self._futures.setdefault(kind.field, _FuturesByUser()))
         return loader.cached(self.resources, self.data_versions, self.notes, shared=self.figures)
 
     @cached_property
@@ -73,8 +74,9 @@ class Loaders:
         """The figure values this request has computed for `user_id`, by (field, key)."""
         values = {}
         for field, futures in self._futures.items():
-            for key, future in futures.items():
-                if key[0] == user_id and future.done() and not future.cancelled() \
+            for key in futures.keys_of(user_id):
+                future = futures.get(key)
+                if future is not None and future.done() and not future.cancelled() \
                         and future.exception() is None:
                     values[field, key] = future.result()
         return values
@@ -82,7 +84,26 @@ class Loaders:
     def prime_figures(self, values: dict[tuple[str, tuple[Any, ...]], Any]) -> None:
         """Give the figure loaders these values, so that asking for them runs no statement."""
         loaders: dict[str, analytics.FigureLoader[Any, Any]] = {
-            "overview": self.overview, "trends": self.daily_series,
-                   "productivity": self.productivity}
+            loader.field: loader
+            for loader in (self.overview, self.daily_series, self.productivity)}
         for (field, key), value in values.items():
             loaders[field].prime(key, value)
+
+
+class _FuturesByUser(dict[Any, Any]):
+    """A figure loader's cache (its futures by key, as aiodataloader keeps them), which also
+    knows each user's keys: a live batch of thousands of users (a listener's catch-up) asks for
+    each user's figures, and scanning every key for each would cost the square of their number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_user: dict[Any, list[Any]] = {}
+
+    def __setitem__(self, key: Any, future: Any) -> None:
+        if key not in self:
+            self._by_user.setdefault(key[0], []).append(key)
+        super().__setitem__(key, future)
+
+    def keys_of(self, user_id: Any) -> list[Any]:
+        """The keys of `user_id` ever set (one since removed is no longer in the cache)."""
+        return self._by_user.get(user_id, [])

@@ -229,14 +229,18 @@ async def compute_figures(resources: Resources, keys_of: Mapping[str, list[Any]]
     parts: list[list[asyncpg.Record]] = [[] for _ in range(len(FIGURE_KINDS) + 1)]
     for row in rows:
         parts[row["part"] - 1].append(row)
+    *figure_parts, version_part = parts
     if snapshots is not None:
-        for row in parts[-1]:
+        keys_by_user: dict[uuid.UUID, list[tuple[str, Any]]] = {}
+        for field, keys in keys_of.items():
+            for key in keys:
+                keys_by_user.setdefault(key[0], []).append((field, key))
+        for row in version_part:
             user_id = user_ids[row["k"] - 1]
-            snapshots.record(user_id, row["data_version"], [
-                (field, key) for field, keys in keys_of.items() for key in keys
-                if key[0] == user_id])
+            snapshots.record(user_id, row["data_version"], keys_by_user[user_id])
     return {kind.field: kind.values(keys_of[kind.field], part)
-            for kind, part in zip(FIGURE_KINDS, parts, strict=False) if kind.field in keys_of}
+            for kind, part in zip(FIGURE_KINDS, figure_parts, strict=True)
+            if kind.field in keys_of}
 
 
 def _hours(seconds: Decimal | None, count: int) -> Decimal | None:
