@@ -60,7 +60,7 @@ from bench.processes import (
 )
 from bench.report import LIVE_IDLE, LIVE_LATENCY, Report, Run
 from domain.deltas import TaskChange, TaskFacts
-from gateway.data.db import CHANGES_ANNOUNCED
+from gateway.data.db import CHANGES_ANNOUNCED, keep_session
 from gateway.live.fanout import CHANNEL, encode_change
 
 PROTOCOL = "graphql-transport-ws"
@@ -449,10 +449,6 @@ async def _define_write(conn: asyncpg.Connection) -> None:
         end $$""")
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """No reset on release (the writer sets nothing on its sessions)."""
-
-
 async def write_changes(dsn: str, redis_url: str, users: list[uuid.UUID], seconds: int,
                         described: bool = True) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """One change per user per second for `seconds`, each user at a phase of their own: insert a
@@ -466,7 +462,7 @@ async def write_changes(dsn: str, redis_url: str, users: list[uuid.UUID], second
     # connections tell migration 0005's trigger not to NOTIFY, as the API's do. Released
     # without asyncpg's reset statements, as the API's are (gateway/data/db.py).
     pool = await asyncpg.create_pool(dsn, min_size=8, max_size=8, init=_define_write,
-                                     reset=_keep_session,
+                                     reset=keep_session,
                                      server_settings={CHANGES_ANNOUNCED: "on"})
     redis = Redis.from_url(redis_url)
     writes: dict[str, list[float]] = {str(u): [] for u in users}

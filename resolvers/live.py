@@ -28,8 +28,8 @@ changes heard since to them, with no statement but the user's row (which also au
 push), when those changes lead exactly to the version that row has: every version in between
 described, the same local day and timezone, no change the productivity extras cannot follow.
 Otherwise (a change from a worker or psql, a message lost or not yet arrived, a task completed
-or reopened, a new day) the push's figures are recomputed by the loaders, and, once a second
-read of the row shows that no change committed meanwhile, kept as the new `Known`.
+or reopened, a new day) the push's figures are recomputed by the loaders and kept as the new
+`Known` at the data version their statement read beside them (`_learn`).
 """
 
 from __future__ import annotations

@@ -379,8 +379,7 @@ class QueryCache:
         `codec` writes and reads them, and its `format` is in every key; the codec reads back
         exactly the value it wrote (domain/figures.py, tested on random figures), so a computed
         value is returned as computed and a hit gives the same. An entry that does not decode
-        is a miss. `force` recomputes and
-        rewrites every key (cache warming).
+        is a miss. `force` recomputes and rewrites every key (cache warming).
         """
         async def compute_part(keys_of: Mapping[str, list[Key]]) -> dict[str, Sequence[Any]]:
             return {field: await compute(keys_of[field])}

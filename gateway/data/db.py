@@ -211,7 +211,7 @@ async def _init_debug_connection(conn: asyncpg.Connection) -> None:
     conn.add_query_logger(log_query)
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
+async def keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default reset query (`RESET ALL`, `UNLISTEN *`, ...), a round
     trip on every release. asyncpg still rolls back an open transaction first; what the reset
     would undo never happens here: our SQL uses only `SET LOCAL`, row locks and transaction
@@ -246,7 +246,7 @@ async def create_pool(settings: Settings, dsn: str | None = None, *,
             **({CHANGES_ANNOUNCED: "on"} if changes_announced else {}),
         },
         "init": _init_debug_connection if settings.app_debug else _init_connection,
-        "reset": _keep_session,
+        "reset": keep_session,
     }
     options.update(overrides)
     # asyncpg.create_pool's defaults for what Pool itself requires

@@ -90,13 +90,13 @@ POOL_SIZE = Gauge("analytics_db_pool_size", "Connections the database pool may o
                   "(DATABASE_POOL_SIZE + DATABASE_MAX_OVERFLOW)", multiprocess_mode="livesum")
 POOL_IN_USE = Gauge("analytics_db_pool_in_use", "Database connections checked out right now",
                     multiprocess_mode="livesum")
-# Live dashboards (gateway/live/, resolvers/live.py): per process, summed over a replica's workers.
+# Callers' account rows (gateway/http/identity.py, gateway/data/accounts.py).
 ACCOUNT_ROWS = Counter("analytics_account_rows_total",
                        "Callers' account rows, by where they came from: the process's account "
                        "cache (memory) or PostgreSQL (database)", ["source"])
 ACCOUNT_ROWS_KEPT = ACCOUNT_ROWS.labels("memory")
 ACCOUNT_ROWS_READ = ACCOUNT_ROWS.labels("database")
-
+# Live dashboards (gateway/live/, resolvers/live.py): per process, summed over a replica's workers.
 LIVE_CONNECTIONS = Gauge("analytics_live_connections", "Open subscription WebSockets",
                          multiprocess_mode="livesum")
 LIVE_SUBSCRIPTIONS = Gauge("analytics_live_subscriptions", "Active subscriptions by root field",

@@ -124,8 +124,6 @@ def _non_negative(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return check
 
 
-
-
 def _log_level(raw: str) -> str:
     level = raw.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
