@@ -742,7 +742,8 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
             pg_before = cpu_seconds(postmasters=postmasters) if postmasters else None
             label = f"{scenario.replace(' ', '-')}-{users}-c{concurrency}"
             profile = (cfg.profile and main and concurrency == max(cfg.concurrency)
-                       and scenario in ("dashboard cold", "dashboard warm", "admin warm"))
+                       and scenario in ("dashboard cold", "dashboard warm", "overview cold",
+                                       "admin warm"))
             try:
                 with (profiling(server, cfg.duration, label, cfg) if profile
                       else contextlib.nullcontext()):

@@ -25,6 +25,7 @@ from gateway.cache.fields import (
     cache_key,
     cache_of,
 )
+from gateway.cache.kept import Kept
 from gateway.data.resources import Resources
 from gateway.ops.settings import Settings
 from loaders.cached import CachedLoader
@@ -444,6 +445,19 @@ async def test_the_process_keeps_at_most_cache_local_entries_values(
         await load(opened, counter, (first.id, "done"))
         await load(opened, counter, (second.id, "done"))  # the first one's is dropped
         kept = cache_of(opened)._local
-        assert len(kept) == 1 and str(second.id) in next(iter(kept))
+        assert len(kept) == 1 and str(second.id) in kept.keys()[0]
     finally:
         await opened.close()
+
+
+def test_kept_entries_are_bounded_least_recently_used_first_and_expire() -> None:
+    kept: Kept[str] = Kept(2)
+    kept.put("a", "A", expires_at=10.0)
+    kept.put("b", "B", expires_at=10.0)
+    assert kept.get("a", now=1.0) == "A"  # "a" is now the most recently used
+    kept.put("c", "C", expires_at=10.0)
+    assert kept.keys() == ["a", "c"]
+    assert kept.get("c", now=10.0) is None and kept.keys() == ["a"]  # expired: dropped
+    nothing: Kept[str] = Kept(0)
+    nothing.put("a", "A", expires_at=10.0)
+    assert len(nothing) == 0 and nothing.get("a", now=1.0) is None

@@ -178,7 +178,9 @@ async def test_with_redis_down_or_hung_the_dashboard_is_answered_by_graphql(
     server = RedisServer(scratch_dir / "redis", port=free_port())
     server.start()
     try:
-        local = replace(settings, redis_url=server.url(), enable_response_cache=True)
+        # Nothing kept in the process: what is tested is the answer when Redis fails.
+        local = replace(settings, redis_url=server.url(), enable_response_cache=True,
+                        cache_local_entries=0)
         async with running_app(local) as client:
             token = token_for(alice.id)
             await post(client, token)
@@ -191,3 +193,47 @@ async def test_with_redis_down_or_hung_the_dashboard_is_answered_by_graphql(
             server.resume()
     finally:
         server.stop()
+
+
+async def test_a_response_kept_in_the_process_answers_without_redis_until_the_data_changes(
+        settings: Settings, users: UserFactory, token_for: Callable[..., str],
+        pool: asyncpg.Pool, scratch_dir: Path) -> None:
+    """Each process keeps the responses it read or stored (CACHE_LOCAL_ENTRIES): their key names
+    the data version, so a kept one is what Redis holds, and a change misses it at once."""
+    alice = await users.create()
+    await users.task(alice)
+    server = RedisServer(scratch_dir / "redis", port=free_port())
+    server.start()
+    try:
+        local = replace(settings, redis_url=server.url(), enable_response_cache=True)
+        async with running_app(local) as client:
+            token = token_for(alice.id)
+            first = await post(client, token)
+            assert not is_hit(first)
+            server.stop()
+            kept = await post(client, token)  # Redis is gone: the process answers
+            assert is_hit(kept) and kept.json()["data"] == first.json()["data"]
+            await users.task(alice)  # raises the data version: the kept response is not it
+            fresh = await post(client, token)
+            assert not is_hit(fresh) and fresh.json()["data"]["overview"]["totalTasks"] == 2
+    finally:
+        server.stop()
+
+
+async def test_a_response_another_process_stored_is_read_from_redis_then_kept(
+        settings: Settings, users: UserFactory, token_for: Callable[..., str],
+        pool: asyncpg.Pool, redis: Redis) -> None:
+    alice = await users.create()
+    await users.task(alice)
+    token = token_for(alice.id)
+    both = replace(settings, enable_response_cache=True)
+    async with running_app(both) as writer, running_app(both) as reader:
+        stored = await post(writer, token)
+        assert not is_hit(stored)
+        read = await post(reader, token)  # from Redis: the reader never computed it
+        assert is_hit(read) and read.json()["data"] == stored.json()["data"]
+        keys = [key async for key in redis.scan_iter(f"gql:{{{alice.id}}}:*")]
+        assert len(keys) == 1
+        await redis.delete(*keys)  # what Redis no longer has, the reader still holds
+        assert is_hit(await post(reader, token))
+        assert is_hit(await post(writer, token))  # and the writer, what it stored

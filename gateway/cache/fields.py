@@ -41,7 +41,6 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -56,6 +55,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.cache.clients import breaker_for
+from gateway.cache.kept import Kept
 from gateway.ops import tracing
 from gateway.ops.circuit import CircuitOpen
 from gateway.ops.settings import Settings
@@ -294,26 +294,11 @@ class QueryCache:
         # user's data version, so its value never changes, and one kept here is exactly what
         # Redis holds (`CACHE_LOCAL_ENTRIES` at most, the least recently used dropped first, none
         # kept past its field's TTL).
-        self._local: OrderedDict[str, tuple[Any, float]] = OrderedDict()
-        self.local_entries = settings.cache_local_entries
+        # Each entry: the value and when it was written (for its age).
+        self._local: Kept[tuple[Any, float]] = Kept(settings.cache_local_entries)
 
-    def _recall(self, entry: _Entry, now: float) -> tuple[Any, float] | None:
-        found = self._local.get(entry.ckey)
-        if found is None:
-            return None
-        if now - found[1] > self.ttl_of(entry.field):
-            del self._local[entry.ckey]
-            return None
-        self._local.move_to_end(entry.ckey)
-        return found
-
-    def _remember(self, ckey: str, value: Any, written_at: float) -> None:
-        if not self.local_entries:
-            return
-        self._local[ckey] = (value, written_at)
-        self._local.move_to_end(ckey)
-        while len(self._local) > self.local_entries:
-            self._local.popitem(last=False)
+    def _remember(self, entry: _Entry, value: Any, written_at: float) -> None:
+        self._local.put(entry.ckey, (value, written_at), written_at + self.ttl_of(entry.field))
 
     # -- Redis calls, all through the breaker --
 
@@ -414,7 +399,7 @@ class QueryCache:
             now = self._clock()
             remote = []
             for i, entry in enumerate(entries):
-                kept = self._recall(entry, now)
+                kept = self._local.get(entry.ckey, now)
                 if kept is None:
                     remote.append(i)
                 else:
@@ -436,7 +421,7 @@ class QueryCache:
                 else:
                     results[i], written_at = found
                     hit[i] = max(0.0, now - written_at)
-                    self._remember(entry.ckey, results[i], written_at)
+                    self._remember(entry, results[i], written_at)
         counted = _split(parts, results, hit, missing)
         if not force:  # warming is not traffic: it would drown the hit ratio in misses
             for part, result in zip(parts, counted, strict=True):
@@ -449,7 +434,7 @@ class QueryCache:
             computed_at = self._clock()
             for i, value in zip(missing, values, strict=True):
                 results[i] = value
-                self._remember(entries[i].ckey, value, computed_at)
+                self._remember(entries[i], value, computed_at)
         return _split(parts, results, hit, missing)
 
     def _count(self, field: str, notes: dict[str, Any] | None, hits: list[float],

@@ -46,6 +46,7 @@ from gateway.cache.fields import (
     CacheUnavailable,
     cache_of,
 )
+from gateway.cache.kept import Kept
 from gateway.data.resources import Resources
 from gateway.http.bodies import parsed_body
 from gateway.http.identity import Account, account_of, header, identify
@@ -130,6 +131,9 @@ class ResponseCache:
         self.production = settings.is_production
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.plans = _Plans()
+        # The responses this process has lately read or stored, by key: a key names the user's
+        # data version, so one kept is exactly what Redis holds (gateway/cache/kept.py).
+        self.kept: Kept[bytes] = Kept(settings.cache_local_entries)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         resources: Resources | None = getattr(scope["app"].state, "resources", None)
@@ -163,11 +167,16 @@ class ResponseCache:
             await self.app(scope, receive, send)
             return
         key = response_key(caller.id, account.data_version, query_digest)
-        try:
-            cached = (await cache.mget([key]))[0]
-        except CacheUnavailable:
-            await self.app(scope, receive, send)
-            return
+        cached = self.kept.get(key, time.time())
+        if cached is None:
+            try:
+                cached = (await cache.mget([key]))[0]
+            except CacheUnavailable:
+                await self.app(scope, receive, send)
+                return
+            if cached is not None:
+                written, _, _ = cached.partition(b"\n")
+                self._keep(key, cached, float(written), self._ttl(resources, account, roots))
         if cached is not None:
             CACHE_HITS.labels(field=FIELD).inc()
             await self._answer(scope, send, cached)
@@ -176,6 +185,20 @@ class ResponseCache:
         captured = await run_capturing(self.app, scope, receive, send)
         if captured is not None:
             await self._store(resources, account, key, roots, captured)
+
+    def _keep(self, key: str, payload: bytes, written_at: float, ttl: int) -> None:
+        """Keep a response in the process until its TTL from when it was written."""
+        self.kept.put(key, payload, written_at + ttl)
+
+    @staticmethod
+    def _ttl(resources: Resources, account: Account, roots: frozenset[str]) -> int:
+        """The shortest TTL of the fields asked for, and never past the user's next local
+        midnight, when "today" moves (DST-safe)."""
+        settings = resources.settings
+        ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
+                "productivity": settings.cache_ttl_productivity}
+        ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
+        return max(1, min(ttl, int(seconds_to_midnight(account.timezone))))
 
     async def _answer(self, scope: Scope, send: Send, cached: bytes) -> None:
         written, _, body = cached.partition(b"\n")
@@ -198,11 +221,8 @@ class ResponseCache:
         if not isinstance(answer, dict) or "errors" in answer or "data" not in answer:
             return
         answer.pop("extensions", None)
-        settings = resources.settings
-        ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
-                "productivity": settings.cache_ttl_productivity}
-        ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
-        # Never past the user's next local midnight, when "today" moves (DST-safe).
-        ttl = max(1, min(ttl, int(seconds_to_midnight(account.timezone))))
-        payload = f"{time.time():.3f}\n".encode() + orjson.dumps(answer)
+        ttl = self._ttl(resources, account, roots)
+        written_at = time.time()
+        payload = f"{written_at:.3f}\n".encode() + orjson.dumps(answer)
+        self._keep(key, payload, written_at, ttl)
         await cache_of(resources).set_raw(key, payload, ttl)

@@ -267,7 +267,8 @@ class Settings:
     cache_ttl_trends: int = setting("900", _positive(_int))
     cache_ttl_productivity: int = setting("600", _positive(_int))
     cache_local_entries: int = setting(
-        "4096", _non_negative(_int), "decoded field results kept in each process; 0: none")
+        "4096", _non_negative(_int),
+        "field results and whole responses kept in each process (each); 0: none")
     query_timeout: float = setting("30", _positive(_float), "SQL statement timeout, seconds")
     max_export_rows: int = setting("100000", _positive(_int))
 
