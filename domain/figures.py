@@ -167,9 +167,11 @@ class ProductivityExtras:
 # -- what the resolvers answer (not cached) -----------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TrendPoint:
-    """One bucket of a trend: its first day and the figures of its days inside the range."""
+    """One bucket of a trend: its first day and the figures of its days inside the range. Not
+    frozen, unlike the figures: a dashboard makes thirty of these per request, never kept nor
+    shared, and a frozen dataclass's `__init__` costs two and a half times as much."""
 
     date: date
     tasks_created: int

@@ -131,6 +131,14 @@ def _days(series: DaySeries) -> dict[date, DayCounts]:
 def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today: date,
                  daily_goal: int) -> tuple[TrendPoint, ...]:
     """Every bucket overlapping [from, to], zero-filled, counting only days inside the range."""
+    if period == "DAY":
+        return _day_points(series, d_from, d_to, today, daily_goal)
+    return _bucket_points(series, period, d_from, d_to, today, daily_goal)
+
+
+def _bucket_points(series: DaySeries, period: str, d_from: date, d_to: date, today: date,
+                   daily_goal: int) -> tuple[TrendPoint, ...]:
+    """`trend_points` of any period: each bucket's days summed, its scores averaged."""
     days = _days(series)
     points = []
     start = bucket_start(period, d_from)
@@ -155,6 +163,29 @@ def trend_points(series: DaySeries, period: str, d_from: date, d_to: date, today
                                  completion_rate=rate(on_time, due),
                                  productivity_score=mean_score(score_total, scored_days)))
         start = end
+    return tuple(points)
+
+
+def _day_points(series: DaySeries, d_from: date, d_to: date, today: date,
+                daily_goal: int) -> tuple[TrendPoint, ...]:
+    """`trend_points` of the DAY period, where a bucket is one day: the same points, without
+    the buckets' arithmetic (a dashboard's 30-day trend is most of its Python otherwise). A
+    day's productivity score is its daily score (the mean over one day); a day after today has
+    none, so 0.0; a day without a row counts zeros."""
+    days = _days(series)
+    points = []
+    day = d_from
+    while day <= d_to:
+        row = days.get(day)
+        if row is None:
+            points.append(TrendPoint(day, 0, 0, 0, 0, None, ZERO))
+        else:
+            points.append(TrendPoint(day, row.tasks_created, row.tasks_completed, row.tasks_due,
+                                     row.tasks_completed_on_time,
+                                     rate(row.tasks_completed_on_time, row.tasks_due),
+                                     tenths(daily_score(row.half_points, daily_goal))
+                                     if day <= today else ZERO))
+        day += ONE_DAY
     return tuple(points)
 
 

@@ -19,8 +19,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,6 +32,7 @@ from gateway.http.dashboard import DASHBOARD_ROUTE, dashboard
 from gateway.http.export import export_tasks
 from gateway.http.graphiql import ASSET_ROUTE, graphiql_asset
 from gateway.http.graphql_view import GraphQLApp
+from gateway.http.lean_edge import Compression, Cors
 from gateway.http.middleware import (
     QUIET_PATHS,
     EdgeMiddleware,
@@ -198,14 +197,14 @@ def middleware_stack(settings: Settings, request_metrics: RequestMetrics) -> lis
                                 allowed_hosts=list(settings.allowed_hosts), www_redirect=False))
     if settings.cors_origins:
         stack.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
+            Cors, allow_origins=list(settings.cors_origins),
             allow_credentials=settings.cors_credentials, allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID", "traceparent",
                            "tracestate"],
             expose_headers=["X-Request-ID", "Retry-After", "traceparent"], max_age=600))
     if settings.enable_response_compression:
         # Level 5: JSON compresses nearly as well as at Starlette's default 9, for far less CPU.
-        stack.append(Middleware(GZipMiddleware, minimum_size=GZIP_MINIMUM_BYTES,
+        stack.append(Middleware(Compression, minimum_size=GZIP_MINIMUM_BYTES,
                                 compresslevel=5))
     if settings.rate_limit_enabled:
         stack.append(Middleware(RateLimitMiddleware, settings=settings))

@@ -99,7 +99,8 @@ def identify(scope: Any, settings: Settings, trusted: TrustedProxies | None = No
     """
     state: dict[str, Any] = scope.setdefault("state", {})
     if "caller" not in state:
-        state["client_ip"] = client_ip(scope, trusted or TrustedProxies(settings.trusted_proxies))
+        trusted = trusted or TrustedProxies.of(settings.trusted_proxies)
+        state["client_ip"] = client_ip(scope, trusted)
         state["caller"] = None
         state["auth_error"] = None
         try:

@@ -19,6 +19,7 @@ hung Redis, costs the requests in flight one timeout, not every request one time
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -103,6 +104,12 @@ class TrustedProxies:
                 self.networks.append(ipaddress.ip_network(entry, strict=False))
             else:
                 self.addresses.add(entry)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def of(entries: tuple[str, ...]) -> TrustedProxies:
+        """The one instance for these entries (a setting: parsed once, not per request)."""
+        return TrustedProxies(entries)
 
     def __contains__(self, host: str) -> bool:
         if host in self.addresses:
