@@ -154,12 +154,10 @@ class DailySeriesLoader(FigureLoader[SeriesKey, DaySeries]):
     @staticmethod
     def values(keys: Sequence[SeriesKey], rows: Sequence[asyncpg.Record]) -> list[DaySeries]:
         days: list[list[DayCounts]] = [[] for _ in keys]
-        for row in rows:  # in (k, day) order
+        for row in rows:  # in (k, day) order; positional: a third cheaper than by keyword
             days[row["k"] - 1].append(DayCounts(
-                day=row["day"], tasks_created=row["tasks_created"],
-                tasks_completed=row["tasks_completed"], tasks_due=row["tasks_due"],
-                tasks_completed_on_time=row["tasks_completed_on_time"],
-                half_points=row["half_points"]))
+                row["day"], row["tasks_created"], row["tasks_completed"], row["tasks_due"],
+                row["tasks_completed_on_time"], row["half_points"]))
         return [DaySeries(d_from=k[1], d_to=k[2], days=tuple(d))
                 for k, d in zip(keys, days, strict=True)]
 

@@ -33,6 +33,10 @@ RESPONSES: list[tuple[list[tuple[bytes, bytes]], Body]] = [
     ([(b"content-type", b"application/json"), (b"vary", b"A"), (b"vary", b"B")],
      [(b"small", True), (b"", False)]),
     ([], [(b"", False)]),
+    ([(b"content-type", b"Application/JSON; charset=utf-8"), (b"vary", b"Cookie")],
+     [(b"w" * 2000, False)]),
+    ([], [(b"n" * 1500, False)]),
+    ([(b"content-type", b"application/grpc+proto")], [(b"g" * 1500, False)]),
 ]
 
 REQUESTS: list[tuple[str, list[tuple[bytes, bytes]]]] = [

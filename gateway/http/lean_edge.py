@@ -9,10 +9,10 @@ with Starlette's on a matrix of requests and responses):
 
 - `Cors`: a preflight is Starlette's; a simple response gets Starlette's headers, set on the raw
   header list directly.
-- `Compression`: a response whose whole body comes in one message smaller than `minimum_size`
-  (most GraphQL answers) is passed on untouched, as Starlette passes it; any other response is
-  handed, messages replayed, to Starlette's own responder, which compresses it (or not) as
-  always.
+- `Compression`: a response whose whole body comes in one message (every GraphQL answer) and
+  stays as it is (smaller than `minimum_size`, or for a client that does not accept gzip) is
+  passed on with the `Vary: Accept-Encoding` Starlette would add; any other response is handed,
+  messages replayed, to Starlette's own responder, which compresses it as always.
 """
 
 from __future__ import annotations
@@ -116,9 +116,16 @@ class Compression(GZipMiddleware):
                 held.append(message)
             elif (message["type"] == "http.response.body" and held
                   and not message.get("more_body", False)
-                  and len(message.get("body", b"")) < self.minimum_size):
-                passing = True  # one small body: sent as it is, as Starlette sends it
-                await send(held.pop())
+                  and (not gzip or len(message.get("body", b"")) < self.minimum_size)):
+                # One whole body that stays as it is (small, or not to be compressed):
+                # Starlette's answer, worked out at once.
+                passing = True
+                start = held.pop()
+                if len(message.get("body", b"")) >= self.minimum_size and self._touched(start):
+                    _set(start["headers"], b"vary", b", ".join(
+                        [*(value for key, value in start["headers"] if key == b"vary"),
+                         b"Accept-Encoding"]))
+                await send(start)
                 await send(message)
             else:
                 responder = starlettes()
@@ -127,3 +134,19 @@ class Compression(GZipMiddleware):
                 held.clear()
 
         await self.app(scope, receive, send_small_or_hand_over)
+
+    def _touched(self, start: Message) -> bool:
+        """Whether Starlette's responder would act on a response with this start (rather than
+        pass it on as it is): not already encoded, not partial, not of an excluded type. Leaves
+        `start["headers"]` a list, as Starlette does."""
+        raw: Raw = start.setdefault("headers", [])
+        if not isinstance(raw, list):
+            raw = start["headers"] = list(raw)
+        if start["status"] == 206 or any(key == b"content-encoding" for key, _ in raw):
+            return False
+        content_type = next((value for key, value in raw if key == b"content-type"), b"")
+        media_type = content_type.decode("latin-1").partition(";")[0].strip().lower()
+        media_types = {media_type, media_type.partition("/")[0] + "/*"}
+        if media_type.startswith("application/grpc+"):
+            media_types.add("application/grpc")
+        return media_types.isdisjoint(self.exclude_content_types)
