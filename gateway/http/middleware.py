@@ -8,8 +8,9 @@ Outermost first, as `gateway.http.app` stacks them:
   `traceparent`: docs/operations.md, "Tracing"), the per-request deadline (`TIMEOUT`, then 504
   if nothing was sent yet), security headers, the request metrics and access log line, and a
   JSON 500 with the request id for anything unhandled;
-- Starlette's `TrustedHostMiddleware` (`ALLOWED_HOSTS`), `CORSMiddleware` (`CORS_ORIGINS`) and
-  `GZipMiddleware` (`ENABLE_RESPONSE_COMPRESSION`, bodies over 1,000 bytes);
+- Starlette's `TrustedHostMiddleware` (`ALLOWED_HOSTS`), then CORS (`CORS_ORIGINS`) and gzip
+  (`ENABLE_RESPONSE_COMPRESSION`, bodies over 1,000 bytes) as Starlette's `CORSMiddleware` and
+  `GZipMiddleware` answer them, without their per-request objects (gateway/http/lean_edge.py);
 - `RateLimitMiddleware`: `RATE_LIMIT_PER_MINUTE` per user or client IP, 429 with `Retry-After`;
 - `GraphQLBodyGate`: for `POST /graphql`, `application/json` only (415), at most
   `MAX_BODY_BYTES` (413, before anything is parsed), UTF-8 JSON no deeper than 64 levels and
@@ -86,7 +87,9 @@ class EdgeMiddleware:
             return
         path = scope["path"]
         offered = header(scope, b"x-request-id")
-        span_ids = tracing.ids() if self.traced else None
+        # With tracing on, the server span's ids (gateway/http/tracing.py), else the current's.
+        span_ids = (scope.get("state", {}).get(tracing.IDS_STATE) or tracing.ids()) \
+            if self.traced else None
         if span_ids is None:
             info = RequestInfo(new_request_id(offered))
             extra_headers = [(b"x-request-id", info.request_id.encode())]

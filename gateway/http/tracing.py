@@ -83,10 +83,13 @@ class ServerSpan:
         name = f"{method} {path}" if known else method
         span = tracing.start_root(name, context=parent, kind=SpanKind.SERVER, scope=SCOPE) \
             if parent is not None else tracing.start_trace(name, kind=SpanKind.SERVER, scope=SCOPE)
+        context = span.get_span_context()
+        if context.is_valid:  # the edge's request id and traceparent, worked out once
+            scope.setdefault("state", {})[tracing.IDS_STATE] = tracing.ids_of(context)
+        tokens = tracing.enter(span)
         if not span.is_recording():
             # Unsampled: the span only carries the trace id (the request id, the traceparent
             # returned, a job's context); nothing to note about the response.
-            tokens = tracing.enter(span)
             try:
                 await self.app(scope, receive, send)
             finally:
@@ -103,12 +106,12 @@ class ServerSpan:
             await send(message)
 
         try:
-            with tracing.current(span):
-                await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, send_and_note)
         except BaseException as exc:
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             raise
         finally:
+            tracing.leave(tokens)
             if status:
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:

@@ -428,10 +428,18 @@ def ids() -> tuple[str, str] | None:
     """(trace id, `traceparent`) of the current span when it has a valid context (sampled or
     not), as 32 hex digits and a W3C header value; else None."""
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
-        return None
-    return (format(context.trace_id, "032x"),
-            f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
+    return ids_of(context) if context.is_valid else None
+
+
+def ids_of(context: SpanContext) -> tuple[str, str]:
+    """`ids` of a valid span context."""
+    trace_id = format(context.trace_id, "032x")
+    return trace_id, f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"
+
+
+IDS_STATE = "trace_ids"
+"""The key under which the server span leaves its `ids_of` in the request's `scope["state"]`,
+for the edge's request id and `traceparent` (gateway/http/middleware.py)."""
 
 
 def annotate(**attributes: Any) -> None:
