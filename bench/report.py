@@ -497,6 +497,10 @@ def tracing_costs(runs: Sequence[Run], main_users: int) -> dict[str, Any]:
                            key=lambda r: r.concurrency)
             run = found[-1] if found else None
             ratio = run.rps_ratio if run else None
+            untraced = _find(runs, tracing_scenario(mode, None), main_users,
+                             run.concurrency) if run else []
+            cpu = run.cpu_ms_per_request if run else None
+            cpu_untraced = untraced[0].cpu_ms_per_request if untraced else None
             entry[name] = {
                 "concurrency": run.concurrency if run else None,
                 "rps": run.rps if run else None,
@@ -504,6 +508,12 @@ def tracing_costs(runs: Sequence[Run], main_users: int) -> dict[str, Any]:
                 "ratio": ratio,
                 "cost": None if ratio is None else round(1 - ratio, 3),
                 "p50_ratio": run.p50_ratio if run else None,
+                # The API's CPU per request (user + sys, over the rounds), traced and not: the
+                # throughput a CPU-bound server loses is 1 - untraced / traced, a figure that
+                # the other processes sharing the machine move far less than req/s.
+                "cpu_ms": cpu, "cpu_ms_untraced": cpu_untraced,
+                "cpu_cost": (round(1 - cpu_untraced / cpu, 3)
+                             if cpu and cpu_untraced else None),
             }
         costs[level.label] = entry
     return costs
@@ -527,6 +537,11 @@ def tracing_targets(runs: Sequence[Run], main_users: int) -> list[Target]:
         if verdicts:
             measured += f" (traced/untraced req/s {ratios})"
             measured += "".join(f" at c={c}" for c in sorted(concurrency))
+            by_cpu = [entry[name]["cpu_cost"] for _, name in TRACING_MODES]
+            if all(cost is not None for cost in by_cpu):
+                measured += "; by API CPU per request " + ", ".join(
+                    f"{name} {_fmt(cost * 100, '%', 1)}"
+                    for (_, name), cost in zip(TRACING_MODES, by_cpu, strict=True))
         met: bool | None
         if False in verdicts:
             met = False

@@ -735,8 +735,9 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
         postmasters = postmaster_pids(procs)
 
         async def measure(scenario: str, server: Server, path: str, mode: str,
-                          data_dir: Path, concurrency: int, kind: str = "graphql"
-                          ) -> Run | None:
+                          data_dir: Path, concurrency: int, kind: str = "graphql",
+                          duration: int | None = None) -> Run | None:
+            duration = duration or cfg.duration
             before = await statement_counts(conn)
             cpu_before = cpu_seconds(group=server.process.pid)
             pg_before = cpu_seconds(postmasters=postmasters) if postmasters else None
@@ -745,10 +746,10 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                        and scenario in ("dashboard cold", "dashboard warm", "overview cold",
                                        "admin warm"))
             try:
-                with (profiling(server, cfg.duration, label, cfg) if profile
+                with (profiling(server, duration, label, cfg) if profile
                       else contextlib.nullcontext()):
                     figures = await asyncio.to_thread(run_wrk, wrk, server.url + path, mode,
-                                                      data_dir, concurrency, cfg.duration)
+                                                      data_dir, concurrency, duration)
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 reason = f"failed: {str(exc)[:200]}"
                 if server.process.poll() is not None:
@@ -777,6 +778,23 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                 f"SQL/req {per_request} ({queries} without pool resets)")
             return run
 
+        async def side_by_side(concurrency: int,
+                               *entries: tuple[str, Server, str, str, Path, str]) -> None:
+            """Each scenario (scenario, server, path, mode, data dir, kind) beside the others,
+            in two rounds of half the duration, A B .. then .. B A: a load on the machine that
+            rises or falls during the measurement weighs alike on each, so that their ratios
+            (a scenario to its baseline, to the peer) are not the drift between two moments."""
+            half = max(1, cfg.duration // 2)
+            parts: dict[str, list[Run]] = {entry[0]: [] for entry in entries}
+            for number in range(2):
+                for scenario, server, path, mode, data_dir, kind in (
+                        entries if number == 0 else entries[::-1]):
+                    await measure(scenario, server, path, mode, data_dir, concurrency, kind,
+                                  duration=half)
+                    parts[scenario].append(report.runs.pop())  # measured or skipped
+            for scenario, *_ in entries:
+                report.runs.append(merge_runs(parts[scenario], scenario))
+
         def skipped(scenario: str, reason: str) -> None:
             log(f"{scenario}: skipped ({reason})")
             for c in cfg.concurrency:
@@ -792,13 +810,15 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                                           dashboard_body)
             log(f"warmed the cache for {len(tokens)} users ({errors} answers with errors)")
             for c in cfg.concurrency:
-                await measure("baseline redis dashboard", baseline, "/redis/dashboard", "read",
-                              dash_dir, c, "baseline")
-                await measure("dashboard warm", api_warm, "/graphql", "read", dash_dir, c)
+                await side_by_side(
+                    c, ("baseline redis dashboard", baseline, "/redis/dashboard", "read",
+                        dash_dir, "baseline"),
+                    ("dashboard warm", api_warm, "/graphql", "read", dash_dir, "graphql"))
             for c in cfg.concurrency:
-                await measure("baseline sql dashboard", baseline, "/sql/dashboard", "read",
-                              dash_dir, c, "baseline")
-                await measure("dashboard cold", api_cold, "/graphql", "read", dash_dir, c)
+                await side_by_side(
+                    c, ("baseline sql dashboard", baseline, "/sql/dashboard", "read",
+                        dash_dir, "baseline"),
+                    ("dashboard cold", api_cold, "/graphql", "read", dash_dir, "graphql"))
         if not cfg.wants("dashboard"):
             pass
         elif skip["overview"]:
@@ -818,13 +838,15 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                     await asyncio.to_thread(run_wrk, wrk, server.url + path, "read", data_dir,
                                             max(cfg.concurrency), warmup)
             for c in cfg.concurrency:
-                await measure("baseline sql overview", baseline, "/sql/overview", "read",
-                              overview_dir, c, "baseline")
-                await measure("overview cold", api_cold, "/graphql", "read", overview_dir, c)
+                overview_entries = [
+                    ("baseline sql overview", baseline, "/sql/overview", "read", overview_dir,
+                     "baseline"),
+                    ("overview cold", api_cold, "/graphql", "read", overview_dir, "graphql")]
                 if peer is not None:
-                    await measure(postgraphile.SCENARIO, peer, "/graphql", "read", peer_dir, c,
-                                  "peer")
-                elif peer_skip is not None:
+                    overview_entries.append((postgraphile.SCENARIO, peer, "/graphql", "read",
+                                             peer_dir, "peer"))
+                await side_by_side(c, *overview_entries)
+                if peer is None and peer_skip is not None:
                     report.runs.append(Run(postgraphile.SCENARIO, users, c, skipped=peer_skip,
                                            kind="peer"))
         if peer is not None:  # measured: its pool need not stay open through the rest
@@ -837,13 +859,15 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
                 await warm_and_store(api_warm.url + "/graphql", redis, "admin",
                                      {admin_id: admin_token}, admin_body, concurrency=1)
                 for c in cfg.concurrency:
-                    await measure("baseline redis admin", baseline, "/redis/admin", "read",
-                                  admin_dir, c, "baseline")
-                    await measure("admin warm", api_warm, "/graphql", "read", admin_dir, c)
+                    await side_by_side(
+                        c, ("baseline redis admin", baseline, "/redis/admin", "read",
+                            admin_dir, "baseline"),
+                        ("admin warm", api_warm, "/graphql", "read", admin_dir, "graphql"))
                 for c in cfg.concurrency:
-                    await measure("baseline sql admin", baseline, "/sql/admin", "read",
-                                  admin_dir, c, "baseline")
-                    await measure("admin cold", api_cold, "/graphql", "read", admin_dir, c)
+                    await side_by_side(
+                        c, ("baseline sql admin", baseline, "/sql/admin", "read", admin_dir,
+                            "baseline"),
+                        ("admin cold", api_cold, "/graphql", "read", admin_dir, "graphql"))
         if main:
             # Before the mix, whose writes invalidate some of the cached dashboards.
             if not skip["dashboard"]:
