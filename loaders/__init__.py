@@ -24,10 +24,14 @@ F = TypeVar("F", bound="analytics.FigureLoader[Any, Any]")
 
 class Loaders:
     def __init__(self, resources: Resources, notes: dict[str, Any] | None = None,
-                 snapshots: analytics.Snapshots | None = None) -> None:
+                 snapshots: analytics.Snapshots | None = None, *, keep: bool = True) -> None:
         self.resources = resources
         self.notes = notes  # the request's notes: cache hits and ages (`extensions.cache`)
         self.snapshots = snapshots  # live pushes: the versions the figures were computed at
+        # Whether the figures read or computed are kept in the process (gateway/cache/kept.py):
+        # not for live pushes, whose hub keeps the figures it needs (resolvers/live.py), and
+        # whose first pushes would otherwise fill it with thousands of idle users' figures.
+        self.keep = keep
         self._futures: dict[str, _FuturesByUser] = {}  # the figure loaders' caches, by field
 
     # Analytics (loaders/analytics.py): created on first use.
@@ -48,7 +52,7 @@ class Loaders:
         """The batch the figure loaders share: one statement for every kind they miss."""
         return SharedBatch("figures", cache_of(self.resources), self.data_versions,
                            partial(analytics.compute_figures, self.resources,
-                                   snapshots=self.snapshots), self.notes)
+                                   snapshots=self.snapshots), self.notes, keep=self.keep)
 
     def _figure(self, kind: type[F]) -> F:
         loader = kind(self.resources.pool,

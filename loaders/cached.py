@@ -59,13 +59,14 @@ class SharedBatch:
 
     def __init__(self, name: str, cache: QueryCache, versions: VersionsOf,
                  compute: ComputeParts, notes: dict[str, Any] | None = None, *,
-                 force: bool = False) -> None:
+                 force: bool = False, keep: bool = True) -> None:
         self.name = name
         self.cache = cache
         self.versions = versions
         self.compute = compute
         self.notes = notes
         self.force = force  # recompute and overwrite every key (cache warming)
+        self.keep = keep  # keep the values in the process (QueryCache.load_parts)
         self._queue: list[tuple[Part, asyncio.Future[PartResult]]] = []
         self._tasks: set[asyncio.Task[None]] = set()  # the batches running (kept referenced)
 
@@ -99,7 +100,7 @@ class SharedBatch:
                 versions = await self.versions(
                     list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
                 results = await self.cache.load_parts(parts, versions, self.compute, self.notes,
-                                                      force=self.force)
+                                                      force=self.force, keep=self.keep)
                 if tracing.ENABLED:  # each joining loader's part, in the order of loader.fields
                     tracing.annotate(**{"loader.field_keys": [len(p.keys) for p in parts],
                                         "cache.field_hits": [r.hits for r in results],

@@ -36,20 +36,24 @@ class Context:
     # Live pushes: where the figure statements record the data version they saw
     # (loaders/analytics.py's Snapshots; resolvers/live.py).
     snapshots: Any = None
+    # Whether the loaders keep the figures they read in the process's cache (not for live
+    # pushes: loaders/__init__.py).
+    keep_figures: bool = True
 
     @cached_property
     def loaders(self) -> Loaders:
         """Loaders live for one request: built lazily, so a query that needs none builds none."""
         from loaders import Loaders
 
-        return Loaders(self.resources, self.notes, self.snapshots)
+        return Loaders(self.resources, self.notes, self.snapshots, keep=self.keep_figures)
 
     def fresh(self) -> Context:
         """The same caller and request with new loaders and notes: for running the operation
         again from the start (a compiled plan that hands over to graphql-core)."""
         context = Context(request=self.request, resources=self.resources, caller=self.caller,
                           client_ip=self.client_ip, auth_error=self.auth_error,
-                          response=self.response, account=self.account)
+                          response=self.response, account=self.account,
+                          keep_figures=self.keep_figures)
         if self.caller is not None and self.account is not None:
             context.loaders.user.prime(self.caller.id, self.account)
         return context

@@ -243,7 +243,8 @@ def _batch(resources: Resources, caller: Caller | None = None) -> Batch:
     """A batch of one subscription's own, with fresh loaders (a frame's figures are never older
     than its batch)."""
     batch = Batch()
-    batch.values["context"] = Context(request=None, resources=resources, caller=caller)
+    batch.values["context"] = Context(request=None, resources=resources, caller=caller,
+                                      keep_figures=False)
     return batch
 
 
@@ -371,7 +372,7 @@ class Pushes(Generic[E]):
                     batch = follower.take() or batch
             if "context" not in batch.values:
                 batch.values["context"] = Context(request=None, resources=self.resources,
-                                                  snapshots=Snapshots())
+                                                  snapshots=Snapshots(), keep_figures=False)
             try:
                 return await self._frame(batch)
             except Exception as exc:

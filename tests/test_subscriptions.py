@@ -23,6 +23,7 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from gateway.cache.fields import cache_of
 from gateway.live.fanout import CHANNEL, Change, decode_change, encode_change, publish
 from gateway.ops.settings import Settings
 from gateway.security.access import create_access_token
@@ -99,6 +100,28 @@ async def test_first_event_is_the_answer_of_the_same_query_and_a_write_pushes_th
         assert pushed["dashboard"] == (await _post(server.http, DASHBOARD_QUERY, token,
                                                    variables))["data"]
     assert sample("analytics_live_pushes_total", field="dashboard") >= 2
+
+
+async def test_live_pushes_leave_the_processs_kept_figures_alone(
+        live_settings: Settings, users: UserFactory, pool: asyncpg.Pool, redis: Redis,
+        token_for: Callable[..., str]) -> None:
+    """The hub keeps what a push needs (resolvers/live.py); the field cache's values kept in the
+    process (CACHE_LOCAL_ENTRIES) are for requests. 10,000 idle subscriptions' first pushes
+    would otherwise fill them, some 6 MiB of an idle process (docs/performance.md)."""
+    user = await users.create()
+    await users.task(user)
+    token = token_for(user.id)
+    variables = {"period": "DAY", "from": None, "to": None}
+    async with live_server(live_settings) as server, \
+            LiveClient.connect(server.ws, token) as client:
+        kept = cache_of(server.app.state.resources)._local
+        await client.subscribe("dash", DASHBOARD, variables)
+        await client.data("dash")
+        await _post(server.http, CREATE, token)
+        assert (await client.data("dash"))["dashboard"]["overview"]["totalTasks"] == 2
+        assert not [key for key in kept.keys() if str(user.id) in key]
+        await _post(server.http, DASHBOARD_QUERY, token, variables)  # a request keeps them
+        assert [key for key in kept.keys() if str(user.id) in key]
 
 
 async def test_a_burst_of_writes_is_coalesced_and_the_last_push_is_the_final_state(

@@ -375,12 +375,13 @@ class QueryCache:
 
     async def load_parts(self, parts: Sequence[Part], versions: Versions,
                          compute: ComputeParts, notes: dict[str, Any] | None = None, *,
-                         force: bool = False) -> list[PartResult]:
+                         force: bool = False, keep: bool = True) -> list[PartResult]:
         """`load` for the keys of several fields at once, one `PartResult` per part in order:
         one MGET for them all, and `compute` called with the missing keys of every field
         together (field → keys; it returns field → values in the same order), so that one SQL
         statement can answer them. Each field keeps its own keys, codec, TTL and counts: the
-        same entries, hits and misses as one `load` per field."""
+        same entries, hits and misses as one `load` per field. `keep=False`: the values read
+        or computed are not kept in the process (live pushes keep their own, resolvers/live.py)."""
         if not self.enabled:  # no Redis key needed
             entries = [_Entry(part.field, key, "", part.codec)
                        for part in parts for key in part.keys]
@@ -421,7 +422,8 @@ class QueryCache:
                 else:
                     results[i], written_at = found
                     hit[i] = max(0.0, now - written_at)
-                    self._remember(entry, results[i], written_at)
+                    if keep:
+                        self._remember(entry, results[i], written_at)
         counted = _split(parts, results, hit, missing)
         if not force:  # warming is not traffic: it would drown the hit ratio in misses
             for part, result in zip(parts, counted, strict=True):
@@ -434,7 +436,8 @@ class QueryCache:
             computed_at = self._clock()
             for i, value in zip(missing, values, strict=True):
                 results[i] = value
-                self._remember(entries[i], value, computed_at)
+                if keep:
+                    self._remember(entries[i], value, computed_at)
         return _split(parts, results, hit, missing)
 
     def _count(self, field: str, notes: dict[str, Any] | None, hits: list[float],

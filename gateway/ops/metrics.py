@@ -147,18 +147,27 @@ class RequestMetrics:
 
 
 _operation_names: set[str] = set()
+# The label children of each (name, kind, ok) seen: `labels()` costs a lock and a validation
+# per call; the names are bounded by MAX_OPERATION_NAMES, so these are too.
+_operation_children: dict[tuple[str | None, str, bool], tuple[Any, Any]] = {}
 
 
 def observe_operation(name: str | None, kind: str, ok: bool, seconds: float) -> None:
     """Count and time one GraphQL operation."""
-    label = name or "anonymous"
-    if label not in _operation_names:
-        if len(_operation_names) >= MAX_OPERATION_NAMES:
-            label = "other"
-        else:
-            _operation_names.add(label)
-    GRAPHQL_OPERATIONS.labels(label, kind, "ok" if ok else "error").inc()
-    GRAPHQL_DURATION.labels(label, kind).observe(seconds)
+    children = _operation_children.get((name, kind, ok))
+    if children is None:
+        label = name or "anonymous"
+        if label not in _operation_names:
+            if len(_operation_names) >= MAX_OPERATION_NAMES:
+                label = "other"
+            else:
+                _operation_names.add(label)
+        children = (GRAPHQL_OPERATIONS.labels(label, kind, "ok" if ok else "error"),
+                    GRAPHQL_DURATION.labels(label, kind))
+        if label != "other":  # an overflowing name is not kept: it would grow this without end
+            _operation_children[(name, kind, ok)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 POOL_SAMPLE_SECONDS = 5.0
