@@ -50,9 +50,12 @@ class Loaders:
     @cached_property
     def figures(self) -> SharedBatch:
         """The batch the figure loaders share: one statement for every kind they miss."""
-        return SharedBatch("figures", cache_of(self.resources), self.data_versions,
-                           partial(analytics.compute_figures, self.resources,
-                                   snapshots=self.snapshots), self.notes, keep=self.keep)
+        # A request's statement is shared with the other requests' of the same moment
+        # (`Coalescer`); a live push's reads the versions it saw too, so it runs its own.
+        compute = partial(analytics.compute_figures, self.resources, snapshots=self.snapshots) \
+            if self.snapshots is not None else analytics.coalescer_of(self.resources).compute
+        return SharedBatch("figures", cache_of(self.resources), self.data_versions, compute,
+                           self.notes, keep=self.keep)
 
     def _figure(self, kind: type[F]) -> F:
         loader = kind(self.resources.pool,

@@ -241,6 +241,77 @@ async def compute_figures(resources: Resources, keys_of: Mapping[str, list[Any]]
             if kind.field in keys_of}
 
 
+class Coalescer:
+    """The figure statements of this process's requests, coalesced: every `compute` asked for in
+    one event-loop iteration, by any request, runs as ONE `analytics_figures` statement for the
+    keys of them all (deduplicated), and each request gets its own keys' values back.
+
+    A figure is a function of its key (the user and explicit dates), so a value computed for one
+    request is the value for every request asking that key; who may see it was checked by each
+    request's resolvers before they asked. Under load this divides the statements (and their
+    per-statement cost in PostgreSQL and asyncpg, most of a statement's cost for one user) by the
+    number of requests in flight, as a page of 100 users' figures already is one statement.
+    A failure reaches every request of the batch; a request that is gone is skipped. Live pushes
+    do not come here: their statement also reads the versions it saw (`Snapshots`)."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+        self._queue: list[tuple[Mapping[str, list[Any]], asyncio.Future[dict[str, list[Any]]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # the statements running (kept referenced)
+
+    async def compute(self, keys_of: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+        """`compute_figures(resources, keys_of)`, sharing its statement with the other requests'
+        of the same event-loop iteration."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, list[Any]]] = loop.create_future()
+        self._queue.append((keys_of, future))
+        if len(self._queue) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        task = asyncio.ensure_future(self._run(queue))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, queue: list[tuple[Mapping[str, list[Any]],
+                                           asyncio.Future[dict[str, list[Any]]]]]) -> None:
+        merged: dict[str, dict[Any, None]] = {}
+        for keys_of, _ in queue:
+            for field, keys in keys_of.items():
+                merged.setdefault(field, {}).update(dict.fromkeys(keys))
+        try:
+            computed = await compute_figures(
+                self.resources, {field: list(keys) for field, keys in merged.items()})
+        except BaseException as exc:  # every request gets the failure; nobody hangs
+            for _, future in queue:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                        future.exception()  # retrieved: the request may be gone
+                    else:
+                        future.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        values = {field: dict(zip(merged[field], computed[field], strict=True))
+                  for field in merged}
+        for keys_of, future in queue:
+            if not future.done():
+                future.set_result({field: [values[field][key] for key in keys]
+                                   for field, keys in keys_of.items()})
+
+
+def coalescer_of(resources: Any) -> Coalescer:
+    """The process's coalescer, created on first use and kept on the lifespan's `Resources`."""
+    coalescer: Coalescer | None = getattr(resources, "figure_coalescer", None)
+    if coalescer is None:
+        coalescer = Coalescer(resources)
+        resources.figure_coalescer = coalescer
+    return coalescer
+
+
 def _hours(seconds: Decimal | None, count: int) -> Decimal | None:
     if not count or seconds is None:
         return None
