@@ -51,9 +51,11 @@ class Loaders:
     def figures(self) -> SharedBatch:
         """The batch the figure loaders share: one statement for every kind they miss."""
         # A request's statement is shared with the other requests' of the same moment
-        # (`Coalescer`); a live push's reads the versions it saw too, so it runs its own.
-        compute = partial(analytics.compute_figures, self.resources, snapshots=self.snapshots) \
-            if self.snapshots is not None else analytics.coalescer_of(self.resources).compute
+        # (`Coalescer`). Live pushes run their own: the hub already batches a change's pushes,
+        # and their statement may read the versions it saw too (`snapshots`).
+        compute = analytics.coalescer_of(self.resources).compute \
+            if self.snapshots is None and self.keep \
+            else partial(analytics.compute_figures, self.resources, snapshots=self.snapshots)
         return SharedBatch("figures", cache_of(self.resources), self.data_versions, compute,
                            self.notes, keep=self.keep)
 
