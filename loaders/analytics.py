@@ -44,6 +44,7 @@ from domain.figures import (
 from domain.ranges import round1
 from gateway.data.db import query
 from gateway.data.replica import router_of
+from gateway.ops.batching import TickBatcher
 from loaders.cached import CachedLoader
 
 if TYPE_CHECKING:
@@ -256,51 +257,25 @@ class Coalescer:
 
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
-        self._queue: list[tuple[Mapping[str, list[Any]], asyncio.Future[dict[str, list[Any]]]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # the statements running (kept referenced)
+        self._batches: TickBatcher[Mapping[str, list[Any]], dict[str, list[Any]]] = \
+            TickBatcher(self._run)
 
     async def compute(self, keys_of: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
         """`compute_figures(resources, keys_of)`, sharing its statement with the other requests'
         of the same event-loop iteration."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[str, list[Any]]] = loop.create_future()
-        self._queue.append((keys_of, future))
-        if len(self._queue) == 1:
-            loop.call_soon(self._flush)
-        return await future
+        return await self._batches.submit(keys_of)
 
-    def _flush(self) -> None:
-        queue, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._run(queue))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, queue: list[tuple[Mapping[str, list[Any]],
-                                           asyncio.Future[dict[str, list[Any]]]]]) -> None:
+    async def _run(self, asked: list[Mapping[str, list[Any]]]) -> list[dict[str, list[Any]]]:
         merged: dict[str, dict[Any, None]] = {}
-        for keys_of, _ in queue:
+        for keys_of in asked:
             for field, keys in keys_of.items():
                 merged.setdefault(field, {}).update(dict.fromkeys(keys))
-        try:
-            computed = await compute_figures(
-                self.resources, {field: list(keys) for field, keys in merged.items()})
-        except BaseException as exc:  # every request gets the failure; nobody hangs
-            for _, future in queue:
-                if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                        future.exception()  # retrieved: the request may be gone
-                    else:
-                        future.cancel()
-            if not isinstance(exc, Exception):
-                raise
-            return
+        computed = await compute_figures(
+            self.resources, {field: list(keys) for field, keys in merged.items()})
         values = {field: dict(zip(merged[field], computed[field], strict=True))
                   for field in merged}
-        for keys_of, future in queue:
-            if not future.done():
-                future.set_result({field: [values[field][key] for key in keys]
-                                   for field, keys in keys_of.items()})
+        return [{field: [values[field][key] for key in keys] for field, keys in keys_of.items()}
+                for keys_of in asked]
 
 
 def coalescer_of(resources: Any) -> Coalescer:

@@ -34,6 +34,7 @@ from aiodataloader import DataLoader
 
 from gateway.cache.fields import Codec, ComputeParts, Part, PartResult, QueryCache, cache_of
 from gateway.ops import tracing
+from gateway.ops.batching import fail_waiters
 
 if TYPE_CHECKING:
     from gateway.data.resources import Resources
@@ -106,13 +107,7 @@ class SharedBatch:
                                         "cache.field_hits": [r.hits for r in results],
                                         "cache.field_misses": [r.misses for r in results]})
         except BaseException as exc:  # every joiner gets the failure; nobody hangs
-            for _, future in queue:
-                if not future.done():
-                    if isinstance(exc, Exception):
-                        future.set_exception(exc)
-                        future.exception()  # retrieved: the joiner may be gone
-                    else:
-                        future.cancel()
+            fail_waiters((future for _, future in queue), exc)
             if not isinstance(exc, Exception):
                 raise
             return

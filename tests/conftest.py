@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from gateway.data.db import normalize_dsn
 from gateway.data.migrate import migrate
+from gateway.data.resources import Resources
 from gateway.dev.embedded import RedisServer, ensure_services, free_port
 from gateway.http.app import create_app
 from gateway.ops.settings import Settings
@@ -177,6 +178,18 @@ def app_with() -> Callable[..., Any]:
 @pytest.fixture
 def users(pool: asyncpg.Pool) -> UserFactory:
     return UserFactory(pool)
+
+
+@pytest.fixture
+async def resources(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis
+) -> AsyncIterator[Resources]:
+    """The process's resources (pools, Redis clients, the cache) as the lifespan opens them."""
+    opened = await Resources.open(settings)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

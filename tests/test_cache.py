@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -100,16 +100,6 @@ async def load(
 def metric(name: str, field: str = "overview") -> float:
     return REGISTRY.get_sample_value(name, {"field": field}) or 0.0
 
-
-@pytest.fixture
-async def resources(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis
-) -> AsyncIterator[Resources]:
-    opened = await Resources.open(settings)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def done_tasks(users: UserFactory, user: User, n: int) -> None:

@@ -49,9 +49,6 @@ from loaders.analytics import DailySeriesLoader, OverviewLoader, ProductivityLoa
 from schema.schema import schema
 from tests.conftest import running_app
 from tests.factories import UserFactory
-from tests.test_cache import resources
-
-__all__ = ["resources"]  # the fixture, shared with tests/test_cache.py
 
 Key = tuple[Any, ...]
 

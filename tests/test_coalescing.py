@@ -5,29 +5,15 @@ exactly what its own statement would have given it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from gateway.data.resources import Resources
-from gateway.ops.settings import Settings
 from loaders.analytics import Coalescer, compute_figures
 from tests.factories import UserFactory
 from tests.samples import statements_run
-
-
-@pytest.fixture
-async def resources(settings: Settings, pool: asyncpg.Pool, redis: Redis
-                    ) -> AsyncIterator[Resources]:
-    opened = await Resources.open(settings)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 async def keys_of(resources: Resources, user_id: Any, days: int) -> dict[str, list[Any]]:

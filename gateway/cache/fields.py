@@ -57,6 +57,7 @@ from redis.exceptions import RedisError
 from gateway.cache.clients import breaker_for
 from gateway.cache.kept import Kept
 from gateway.ops import tracing
+from gateway.ops.batching import TickBatcher
 from gateway.ops.circuit import CircuitOpen
 from gateway.ops.settings import Settings
 
@@ -288,8 +289,7 @@ class QueryCache:
         self.breaker = breaker_for(redis, settings)
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # flushes in progress (kept referenced)
-        self._mget_queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]] = []
+        self._mgets: TickBatcher[list[str], list[bytes | None]] = TickBatcher(self._run_mgets)
         # The values this process has read or written lately, decoded, by key: a key names the
         # user's data version, so its value never changes, and one kept here is exactly what
         # Redis holds (`CACHE_LOCAL_ENTRIES` at most, the least recently used dropped first, none
@@ -313,33 +313,15 @@ class QueryCache:
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         """MGET, coalesced: every MGET asked for in one event-loop iteration, by any request of
         this process, goes to Redis as one command. Under load this divides the round trips (and
-        the connections they need) by the number of concurrent requests."""
-        future: asyncio.Future[list[bytes | None]] = asyncio.get_running_loop().create_future()
-        self._mget_queue.append((keys, future))
-        if len(self._mget_queue) == 1:
-            asyncio.get_running_loop().call_soon(self._flush_mgets)
-        return await future
+        the connections they need) by the number of concurrent requests; a failure
+        (CacheUnavailable, or a bug) reaches every caller of the batch."""
+        return await self._mgets.submit(keys)
 
-    def _flush_mgets(self) -> None:
-        queue, self._mget_queue = self._mget_queue, []
-        task = asyncio.ensure_future(self._run_mgets(queue))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_mgets(
-            self, queue: list[tuple[list[str], asyncio.Future[list[bytes | None]]]]) -> None:
-        unique = list(dict.fromkeys(key for keys, _ in queue for key in keys))
-        try:
-            raw = await self._call(partial(_mget, self.redis, unique), "MGET")
-        except Exception as exc:  # CacheUnavailable, or a bug: the waiters must not hang
-            for _, future in queue:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+    async def _run_mgets(self, key_lists: list[list[str]]) -> list[list[bytes | None]]:
+        unique = list(dict.fromkeys(key for keys in key_lists for key in keys))
+        raw = await self._call(partial(_mget, self.redis, unique), "MGET")
         found = dict(zip(unique, raw, strict=True))
-        for keys, future in queue:
-            if not future.done():
-                future.set_result([found[key] for key in keys])
+        return [[found[key] for key in keys] for keys in key_lists]
 
     async def set_raw(self, key: str, payload: bytes, ttl: int) -> None:
         """`SET key payload EX ttl` through the breaker; a Redis failure is only logged (a value

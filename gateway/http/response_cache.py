@@ -194,10 +194,9 @@ class ResponseCache:
     def _ttl(resources: Resources, account: Account, roots: frozenset[str]) -> int:
         """The shortest TTL of the fields asked for, and never past the user's next local
         midnight, when "today" moves (DST-safe)."""
-        settings = resources.settings
-        ttls = {"overview": settings.cache_ttl_overview, "trends": settings.cache_ttl_trends,
-                "productivity": settings.cache_ttl_productivity}
-        ttl = min([ttls[root] for root in roots if root in ttls] or [settings.cache_ttl_overview])
+        ttls = cache_of(resources).ttls  # the fields' TTLs, from the settings
+        ttl = min([ttls[root] for root in roots if root in ttls]
+                  or [resources.settings.cache_ttl_overview])
         return max(1, min(ttl, int(seconds_to_midnight(account.timezone))))
 
     async def _answer(self, scope: Scope, send: Send, cached: bytes) -> None:
