@@ -365,6 +365,32 @@ async def test_a_mutation_and_the_repair_job_it_queues_share_one_trace(
     assert_nothing_secret([*request.spans, *jobs.spans], token, EMAIL, PASSWORD)
 
 
+async def test_a_new_trace_that_is_not_sampled_records_nothing_and_neither_do_its_jobs(
+        pool: asyncpg.Pool, arq: ArqRedis, tracy: User, settings: Settings,
+        traced: httpx.AsyncClient, exporter: InMemorySpanExporter,
+        token_for: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request without `traceparent` whose new trace the sampler leaves out has no span
+    object at all (`tracing.enter_unsampled`), yet its ids are the request id and the
+    `traceparent` returned, and the job it queues carries them, so the worker leaves it out
+    too."""
+    monkeypatch.setattr(tracing, "_ROOT_BOUND", 0)  # a ratio sampler at 0 %
+    task_id = await pool.fetchval("select id from tasks where user_id = $1 limit 1", tracy.id)
+    response = await post(traced, UPDATE, {"id": str(task_id),
+                                           "input": {"dueDate": "2026-03-20"}},
+                          token=token_for(tracy.id))
+    assert response.json()["data"]["updateTask"]["dueDate"] == "2026-03-20", response.text
+    returned = TRACEPARENT.match(response.headers["traceparent"])
+    assert returned is not None and returned.group(3) == "00"
+    assert response.headers["x-request-id"] == returned.group(1)
+    assert exporter.get_finished_spans() == ()
+    [job] = await arq.queued_jobs()
+    assert job.kwargs[tracing.JOB_TRACE_KWARG] == {"traceparent": response.headers["traceparent"]}
+    monkeypatch.undo()  # the worker's own sampler would sample a new trace: it must follow
+    worker = await run_burst(worker_class(settings, otel_traces_exporter="console"))
+    assert worker.jobs_failed == 0 and worker.jobs_complete >= 1
+    assert exporter.get_finished_spans() == ()
+
+
 async def test_jobs_without_or_with_a_bad_trace_context_still_run(
         pool: asyncpg.Pool, arq: ArqRedis, users: UserFactory, settings: Settings,
         exporter: InMemorySpanExporter) -> None:

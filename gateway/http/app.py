@@ -42,7 +42,6 @@ from gateway.http.middleware import (
 from gateway.http.persisted import PersistedQueries
 from gateway.http.response_cache import ResponseCache
 from gateway.http.responses import ERROR_STATUSES, RETRY_STATUSES, ORJSONResponse
-from gateway.http.tracing import server_span_middleware
 from gateway.live.hub import Hub
 from gateway.ops import tracing
 from gateway.ops.logs import configure_logging, quiet_library_loggers
@@ -279,8 +278,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes.append(Route(DASHBOARD_ROUTE, dashboard, methods=["GET"]))
     request_metrics = RequestMetrics(route.path for route in routes)
     stack = middleware_stack(settings, request_metrics)
-    if tracing.wanted(settings):  # the server span, outermost (gateway/http/tracing.py)
-        stack.insert(0, server_span_middleware(route.path for route in routes))
     # Subscriptions: the same path over WebSocket (graphql-transport-ws, LIVE_ENABLED), past the
     # HTTP middleware (see `Gateway`), with the host check kept.
     sockets: ASGIApp = SocketRoute(GRAPHQL_PATH, graphql)

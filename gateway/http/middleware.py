@@ -30,6 +30,7 @@ import orjson
 from gateway.data.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
 from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, error_body, load_json
 from gateway.http.identity import header, identify
+from gateway.http.tracing import ServerTracing
 from gateway.ops import sentry, tracing
 from gateway.ops.logs import RequestInfo, current_request, new_request_id
 from gateway.ops.metrics import REJECTED, RequestMetrics
@@ -72,7 +73,9 @@ class EdgeMiddleware:
         self.app = app
         self.timeout = float(settings.timeout)
         self.metrics = request_metrics
-        self.traced = tracing.wanted(settings)  # the server span is then the current span
+        # The server span of each request, with tracing on (gateway/http/tracing.py).
+        self.tracing = ServerTracing(request_metrics.endpoints) \
+            if tracing.wanted(settings) else None
         self.headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"SAMEORIGIN"),
@@ -87,9 +90,8 @@ class EdgeMiddleware:
             return
         path = scope["path"]
         offered = header(scope, b"x-request-id")
-        # With tracing on, the server span's ids (gateway/http/tracing.py), else the current's.
-        span_ids = (scope.get("state", {}).get(tracing.IDS_STATE) or tracing.ids()) \
-            if self.traced else None
+        server_span = self.tracing.begin(scope) if self.tracing is not None else None
+        span_ids = server_span.ids if server_span is not None else None
         if span_ids is None:
             info = RequestInfo(new_request_id(offered))
             extra_headers = [(b"x-request-id", info.request_id.encode())]
@@ -137,7 +139,12 @@ class EdgeMiddleware:
                     await send_error(send_with_headers, 503, "The service is busy; try again "
                                      "shortly", "SERVICE_UNAVAILABLE", [(b"retry-after", b"2")],
                                      retryAfter=2)
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # cancelled: the client went away, or shutdown
+                if server_span is not None:
+                    server_span.finish(status if response_started else 0, exc)
+                    server_span = None
+                raise
             if is_database_outage(exc):  # a route outside GraphQL met a PostgreSQL outage
                 OUTAGE.failed(exc)
                 if not response_started:
@@ -159,6 +166,8 @@ class EdgeMiddleware:
                 access_log.info("%s %s %d", scope["method"], path, status,
                                 extra={"status": status, "duration_ms": round(seconds * 1000, 2)})
             current_request.reset(token)
+            if server_span is not None:
+                server_span.finish(status if response_started else 0)
 
 
 class RateLimitMiddleware:

@@ -1,15 +1,15 @@
-"""The server span of each request, outermost, when the application is built with tracing on
-(`OTEL_TRACES_EXPORTER`, gateway/ops/tracing.py).
+"""The server span of each request when the application is built with tracing on
+(`OTEL_TRACES_EXPORTER`, gateway/ops/tracing.py), begun and finished by the outermost middleware,
+`EdgeMiddleware` (gateway/http/middleware.py), around everything it does.
 
-A small ASGI middleware of our own rather than OpenTelemetry's ASGI instrumentation, which
-collects a dozen attributes, parses every header and records metrics for each request before the
-sampler has even decided: at 10 % sampling that cost every request about a tenth of a
-millisecond, a quarter of a cached answer. Here an unsampled request costs a sampling decision
-and a context attach; the attributes are set only on a span that records.
+Our own rather than OpenTelemetry's ASGI instrumentation, which collects a dozen attributes,
+parses every header and records metrics for each request before the sampler has even decided: at
+10 % sampling that cost every request about a tenth of a millisecond, a quarter of a cached
+answer. Here an unsampled request costs a sampling decision and a context attach; the attributes
+are set only on a span that records.
 
-It accepts the caller's W3C `traceparent`/`tracestate`; `EdgeMiddleware`, inside it, makes the
-server span's trace id the request id and returns the span's `traceparent`. No attribute carries
-a secret:
+It accepts the caller's W3C `traceparent`/`tracestate`; the edge makes the server span's trace id
+the request id and returns the span's `traceparent`. No attribute carries a secret:
 
 - no request header is recorded unless `OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST`
   names it, and even then `Authorization`, cookies and any header whose name says token, secret,
@@ -25,20 +25,16 @@ a secret:
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.middleware import Middleware
 
 from gateway.ops import tracing
 
 Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]
 
 NOT_TRACED = frozenset({"/health", "/ready", "/metrics"})
 ALWAYS_SANITIZED = ("authorization", "cookie", "token", "secret", "password", "api-key")
@@ -58,11 +54,13 @@ def _names(variable: str) -> list[str]:
     return [f.strip().lower() for f in os.environ.get(variable, "").split(",") if f.strip()]
 
 
-class ServerSpan:
-    """A SERVER span around each HTTP request but the probes (see the module docstring)."""
+class ServerTracing:
+    """The SERVER span of each HTTP request but the probes (see the module docstring), begun and
+    finished by `EdgeMiddleware` (gateway/http/middleware.py) around everything it does: one
+    layer fewer than a middleware of its own, and the edge already sees the response's status.
+    """
 
-    def __init__(self, app: ASGIApp, routes: Iterable[str]) -> None:
-        self.app = app
+    def __init__(self, routes: Iterable[str]) -> None:
         self.routes = frozenset(routes)
         captured = _names("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST")
         self.captured = {name.encode("latin-1"): name for name in captured}
@@ -70,53 +68,39 @@ class ServerSpan:
                      *_names("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS")]
         self.sanitized = tuple(sanitized)
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "http" or scope["path"] in NOT_TRACED:
-            await self.app(scope, receive, send)
-            return
-        carrier = {name.decode(): value.decode("latin-1")
-                   for name, value in scope["headers"] if name in _PROPAGATED}
-        parent = _propagator.extract(carrier) if carrier else None
-        method, path = scope["method"], scope["path"]
+    def begin(self, scope: Scope) -> ServerSpan | None:
+        """The request's span, made current; None for the paths that are not traced."""
+        path = scope["path"]
+        if path in NOT_TRACED:
+            return None
+        carrier = None
+        for name, value in scope["headers"]:
+            if name in _PROPAGATED:
+                if carrier is None:
+                    carrier = {}
+                carrier[name.decode()] = value.decode("latin-1")
+        method = scope["method"]
         known = path in self.routes
         name = f"{method} {path}" if known else method
-        span = tracing.start_root(name, context=parent, kind=SpanKind.SERVER, scope=SCOPE) \
-            if parent is not None else tracing.start_trace(name, kind=SpanKind.SERVER, scope=SCOPE)
+        if carrier is not None:  # the caller's trace, sampled as the sampler decides
+            span = tracing.start_root(name, context=_propagator.extract(carrier),
+                                      kind=SpanKind.SERVER, scope=SCOPE)
+        else:
+            decided = tracing.new_trace()
+            if decided is None:  # a sampler to ask
+                span = tracing.start_trace(name, kind=SpanKind.SERVER, scope=SCOPE)
+            elif not decided[2]:  # a new trace, not sampled: its ids, and nothing else
+                ids, token = tracing.enter_unsampled(decided[0], decided[1])
+                return ServerSpan(None, token, False, ids)
+            else:
+                span = tracing.root_span(name, decided[0], decided[1], kind=SpanKind.SERVER,
+                                         scope=SCOPE)
         context = span.get_span_context()
-        if context.is_valid:  # the edge's request id and traceparent, worked out once
-            scope.setdefault("state", {})[tracing.IDS_STATE] = tracing.ids_of(context)
-        tokens = tracing.enter(span)
-        if not span.is_recording():
-            # Unsampled: the span only carries the trace id (the request id, the traceparent
-            # returned, a job's context); nothing to note about the response.
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                tracing.leave(tokens)
-                span.end()
-            return
-        self._describe(span, scope, method, path, known)
-        status = 0
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        except BaseException as exc:
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            raise
-        finally:
-            tracing.leave(tokens)
-            if status:
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(Status(StatusCode.ERROR))
-            span.end()
+        recording = span.is_recording()
+        if recording:
+            self._describe(span, scope, method, path, known)
+        return ServerSpan(span, tracing.enter(span), recording,
+                          tracing.ids_of(context) if context.is_valid else None)
 
     def _describe(self, span: Any, scope: Scope, method: str, path: str, known: bool) -> None:
         attributes: dict[str, Any] = {"http.request.method": method, "url.path": path,
@@ -134,9 +118,39 @@ class ServerSpan:
                 secret = any(word in header for word in self.sanitized)
                 attributes[f"http.request.header.{header}"] = \
                     ("[REDACTED]",) if secret else (value.decode("latin-1"),)
-        span.set_attributes(attributes)  # one lock, not one per attribute
+        span.set_attributes(attributes)
 
 
-def server_span_middleware(routes: Iterable[str]) -> Middleware:
-    """The server span as a Starlette middleware entry (put it first: outermost)."""
-    return Middleware(ServerSpan, routes=list(routes))
+class ServerSpan:
+    """One request's server span while it runs: `ids` are its trace id (the request id) and the
+    `traceparent` to return, or None when the caller's context is invalid. `span` is None for a
+    new trace that is not sampled: no span object at all (`tracing.enter_unsampled`)."""
+
+    __slots__ = ("ids", "recording", "span", "tokens")
+
+    def __init__(self, span: Any, tokens: Any, recording: bool,
+                 ids: tuple[str, str] | None) -> None:
+        self.span = span
+        self.tokens = tokens
+        self.recording = recording
+        self.ids = ids
+
+    def finish(self, status: int, error: BaseException | None = None) -> None:
+        """No longer current; ended with the response's `status` (0: none was sent) or the
+        exception that ended the request (its class name only)."""
+        span = self.span
+        if span is None:  # a new trace that is not sampled (`tracing.enter_unsampled`)
+            tracing.leave_unsampled(self.tokens)
+            return
+        tracing.leave(self.tokens)
+        if not self.recording:  # the span only carried the trace id: nothing to note
+            return
+        if error is not None:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        if status:
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+        span.end()
+
+

@@ -12,7 +12,7 @@ Below the HTTP edge spans are only ever **children**: a loader batch, a SQL stat
 command gets a span when the current span is recording (a request's, a job's, a command's), never
 a trace of its own, so the worker's queue polling, the probes and the background gauges trace
 nothing, and an application built without tracing traces nothing even in a process where tracing
-is on (the tests rely on it). The roots are the server span of a request (`ServerSpan`,
+is on (the tests rely on it). The roots are the server span of a request (`ServerTracing`,
 gateway/http/tracing.py), the CONSUMER span of a job (`job_span`) and the span of a CLI command
 (`command_span`).
 
@@ -83,34 +83,40 @@ def configure(settings: Settings) -> bool:
         return False
     if _provider is None:
         exporter: SpanExporter
+        processor: SpanProcessor | None = None
         if settings.otel_traces_exporter == "otlp":
-            from gateway.ops.otlp import OTLPExporter
+            from gateway.ops.otlp import LoopExport, OTLPExporter
 
             exporter = OTLPExporter()  # OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS, ...
+            if LoopExport.usable(exporter):  # batches sent from the event loop
+                processor = LoopExport(exporter)
         else:
             from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
             exporter = ConsoleSpanExporter()
-        install(exporter, settings)
+        install(exporter, settings, processor=processor)
     return True
 
 
 def install(exporter: SpanExporter, settings: Settings | None = None, *,
-            batch: bool = True, lean: bool = True) -> TracerProvider:
+            batch: bool = True, lean: bool = True,
+            processor: SpanProcessor | None = None) -> TracerProvider:
     """Install our tracer provider with `exporter` (the tests: an in-memory one, `batch=False`
-    so that a span is there as soon as it ends). Process-wide, like OpenTelemetry's global
-    provider; a second call adds the exporter to the provider installed by the first."""
-    global ENABLED, _LEAN, _ROOT_BOUND, _provider
+    so that a span is there as soon as it ends), through `processor` when given (`LoopExport`).
+    Process-wide, like OpenTelemetry's global provider; a second call adds the exporter to the
+    provider installed by the first."""
+    global ENABLED, _LEAN, _ROOT_BOUND, _SINK, _provider
     import os
 
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    processor: SpanProcessor = BatchSpanProcessor(exporter) if batch \
-        else SimpleSpanProcessor(exporter)
+    if processor is None:
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     if _provider is not None:
         _provider.add_span_processor(processor)
+        _SINK = None  # several processors: each gets the SDK's span
         return _provider
     attributes: dict[str, Any] = {}
     if settings is not None:
@@ -132,6 +138,13 @@ def install(exporter: SpanExporter, settings: Settings | None = None, *,
 
     _SDK.ReadableSpan, _SDK.Event, _SDK.BoundedAttributes = ReadableSpan, Event, BoundedAttributes
     _ROOT_BOUND = _root_bound(provider) if _LEAN else None
+    # One processor of ours that takes encoded spans: lean spans skip the `ReadableSpan`.
+    add = getattr(processor, "add", None)
+    if _LEAN and add is not None:
+        from gateway.ops.otlp import encode_span
+
+        _SDK.encode_span = encode_span
+        _SINK = add
     ENABLED = True
     return provider
 
@@ -202,8 +215,8 @@ class LeanSpan(Span):
         self._attributes: dict[str, Any] = {}
         if attributes:
             self.set_attributes(attributes)
-        self._events: list[Any] = []
-        self._status = Status(StatusCode.UNSET)
+        self._events: list[Any] | tuple[()] = ()  # a list from the first event on
+        self._status = _UNSET
         self._start = start_time if start_time is not None else time.time_ns()
 
     def get_span_context(self) -> SpanContext:
@@ -218,8 +231,12 @@ class LeanSpan(Span):
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
         if self._end is None:
+            kept = self._attributes
             for key, value in attributes.items():
-                self._keep(key, value)
+                if type(value) in _PRIMITIVES:  # `_keep`'s first case, inline: the usual one
+                    kept[key] = value
+                else:
+                    self._keep(key, value)
 
     def _keep(self, key: str, value: Any) -> None:
         if type(value) in _PRIMITIVES:  # what our code sets: kept as is
@@ -233,6 +250,8 @@ class LeanSpan(Span):
 
     def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
         if self._end is None:
+            if not self._events:
+                self._events = []
             self._events.append(_SDK.Event(name, dict(attributes or {}),
                                            timestamp or time.time_ns()))
 
@@ -262,6 +281,12 @@ class LeanSpan(Span):
         provider = _provider
         if provider is None:
             return
+        sink = _SINK
+        if sink is not None:  # `LoopExport.add`: the span as OTLP bytes, nothing else kept
+            sink(provider.resource, _scope(self._scope), _SDK.encode_span(
+                self._context, self._parent, self._name, self._kind, self._start, self._end,
+                self._attributes, self._events, self._status))
+            return
         provider._active_span_processor.on_end(_SDK.ReadableSpan(
             self._name, self._context, self._parent, provider.resource, self._attributes,
             tuple(self._events), (), self._kind, status=self._status, start_time=self._start,
@@ -275,9 +300,16 @@ class _SDK:
     ReadableSpan: Any = None
     Event: Any = None
     BoundedAttributes: Any = None
+    encode_span: Any = None
+
+
+_SINK: Any = None
+"""`LoopExport.add` when it is the provider's only processor (set by `install`): lean spans
+then go to it encoded, without a `ReadableSpan`."""
 
 
 _PRIMITIVES = frozenset({str, bool, int, float})
+_UNSET = Status(StatusCode.UNSET)  # a span's status until set (the SDK's statuses are immutable)
 
 
 def _span_id() -> int:
@@ -324,18 +356,34 @@ def start_trace(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
     the standard random ids and a ratio or always-on root sampler (`OTEL_TRACES_SAMPLER`), the
     decision is made here as the sampler makes it (`trace_id & (2**64 - 1) < bound`), which is
     most of the cost of a request that is not sampled; any other set-up goes to `start_root`."""
-    bound = _ROOT_BOUND
-    if bound is None:
+    decided = new_trace()
+    if decided is None:
         return start_root(name, kind=kind, scope=scope)
-    trace_id = random.getrandbits(128)
-    while not trace_id:
-        trace_id = random.getrandbits(128)
-    sampled = trace_id & _TRACE_ID_LIMIT < bound
-    context = SpanContext(trace_id, _span_id(), is_remote=False,
+    trace_id, span_id, sampled = decided
+    context = SpanContext(trace_id, span_id, is_remote=False,
                           trace_flags=_SAMPLED if sampled else _NOT_SAMPLED)
     if not sampled:
         return NonRecordingSpan(context)
     return LeanSpan(name, context, None, kind, None, scope=scope)
+
+
+def new_trace() -> tuple[int, int, bool] | None:
+    """The ids of a new trace's first span and whether it is sampled, decided as `start_trace`
+    decides; None when the sampler must be asked (`start_root`)."""
+    bound = _ROOT_BOUND
+    if bound is None:
+        return None
+    trace_id = random.getrandbits(128)
+    while not trace_id:
+        trace_id = random.getrandbits(128)
+    return trace_id, _span_id(), trace_id & _TRACE_ID_LIMIT < bound
+
+
+def root_span(name: str, trace_id: int, span_id: int, *, kind: SpanKind,
+              scope: str = "analytics-gateway") -> Span:
+    """The sampled first span of a new trace whose ids `new_trace` gave."""
+    return LeanSpan(name, SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED),
+                    None, kind, None, scope=scope)
 
 
 _TRACE_ID_LIMIT = (1 << 64) - 1
@@ -424,22 +472,29 @@ def current(span: Span) -> Iterator[None]:
         leave(tokens)
 
 
-def ids() -> tuple[str, str] | None:
-    """(trace id, `traceparent`) of the current span when it has a valid context (sampled or
-    not), as 32 hex digits and a W3C header value; else None."""
-    context = trace.get_current_span().get_span_context()
-    return ids_of(context) if context.is_valid else None
-
-
 def ids_of(context: SpanContext) -> tuple[str, str]:
-    """`ids` of a valid span context."""
+    """(trace id, `traceparent`) of a valid span context, as 32 hex digits and a W3C header."""
     trace_id = format(context.trace_id, "032x")
     return trace_id, f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"
 
 
-IDS_STATE = "trace_ids"
-"""The key under which the server span leaves its `ids_of` in the request's `scope["state"]`,
-for the edge's request id and `traceparent` (gateway/http/middleware.py)."""
+_UNSAMPLED: ContextVar[str | None] = ContextVar("tracing_unsampled", default=None)
+"""The `traceparent` of the request running here when it began a new trace that is not sampled
+(`enter_unsampled`), in place of an OpenTelemetry context: nothing records below such a request,
+so the only reader is `enqueueing`, which passes it on so that the job is not sampled either."""
+
+
+def enter_unsampled(trace_id: int, span_id: int) -> tuple[tuple[str, str], Any]:
+    """For the server span of a new trace that is not sampled: its ids (as `ids_of`) and what
+    `leave_unsampled` needs. About a microsecond less than a `NonRecordingSpan` made current,
+    which is most of what tracing costs a request that is not sampled."""
+    hex_id = format(trace_id, "032x")
+    traceparent = f"00-{hex_id}-{span_id:016x}-00"
+    return (hex_id, traceparent), _UNSAMPLED.set(traceparent)
+
+
+def leave_unsampled(token: Any) -> None:
+    _UNSAMPLED.reset(token)
 
 
 def annotate(**attributes: Any) -> None:
@@ -568,7 +623,14 @@ def enqueueing(job: str) -> Iterator[dict[str, Any]]:
     """Around the enqueueing of a job: yields the keyword arguments to add to `enqueue_job`,
     `{"_trace": {"traceparent": ...}}` when there is a trace to continue (sampled or not, so the
     worker samples as the enqueuer did), inside a PRODUCER span `enqueue JOB` when recording."""
-    if not ENABLED or not trace.get_current_span().get_span_context().is_valid:
+    if not ENABLED:
+        yield {}
+        return
+    unsampled = _UNSAMPLED.get()
+    if unsampled is not None:  # a request of a new trace that is not sampled
+        yield {JOB_TRACE_KWARG: {"traceparent": unsampled}}
+        return
+    if not trace.get_current_span().get_span_context().is_valid:
         yield {}
         return
     if not _RECORDING.get():
