@@ -923,8 +923,10 @@ async def start_peer(cfg: Config, users: int, dsn: str, conn: asyncpg.Connection
 # How long the spans of the warm-up may take to reach the sink: the SDK's batch processor exports
 # every 5 s (OTEL_BSP_SCHEDULE_DELAY) or every 512 spans.
 SPAN_WAIT_SECONDS = 12.0
-# Rounds of each tracing scenario (an even number: A B C, C B A), each of BENCH_DURATION seconds.
-TRACING_ROUNDS = 2
+# Rounds of each tracing scenario (an even number: A B C, C B A, ...), each of BENCH_DURATION
+# seconds. Four, not two: two rounds of the uncached dashboard moved its cost by ±10 points from
+# one run to the next (its untraced rounds alone differed by 24 % at 22:23).
+TRACING_ROUNDS = 4
 
 
 def traced_environment(env: dict[str, str], sink_url: str, prefix: str,
