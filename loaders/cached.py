@@ -102,7 +102,7 @@ class SharedBatch:
                     list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
                 results = await self.cache.load_parts(parts, versions, self.compute, self.notes,
                                                       force=self.force, keep=self.keep)
-                if tracing.ENABLED:  # each joining loader's part, in the order of loader.fields
+                if tracing.recording():  # each joining loader's part, in loader.fields' order
                     tracing.annotate(**{"loader.field_keys": [len(p.keys) for p in parts],
                                         "cache.field_hits": [r.hits for r in results],
                                         "cache.field_misses": [r.misses for r in results]})
@@ -145,7 +145,7 @@ class CachedLoader(DataLoader[K, V], Generic[K, V]):
         return self
 
     async def batch_load_fn(self, keys: list[K]) -> list[V]:
-        if not tracing.ENABLED:
+        if not tracing.recording():  # no span to make or to run the shared batch under
             return await self._load_batch(keys)
         # A shared batch's span stands for the batches of all the loaders joining it (each
         # one's keys, hits and misses are its attributes), under the code that asked first:

@@ -410,7 +410,7 @@ class QueryCache:
         if not force:  # warming is not traffic: it would drown the hit ratio in misses
             for part, result in zip(parts, counted, strict=True):
                 self._count(part.field, notes, hits=result.ages, misses=result.misses)
-            if tracing.ENABLED:  # on the span of the loader batch asking (loaders/cached.py)
+            if tracing.recording():  # on the span of the loader batch asking (loaders/cached.py)
                 tracing.annotate(**{"cache.hits": sum(r.hits for r in counted),
                                     "cache.misses": sum(r.misses for r in counted)})
         if missing:

@@ -89,7 +89,7 @@ def observe_query(record: Any) -> None:
     keyword), never its text or arguments (gateway/ops/tracing.py, `sql_span`)."""
     name = _QUERY_NAMES.get(record.query)
     DB_QUERY_DURATION.labels(name or "other").observe(record.elapsed)
-    if tracing.ENABLED:
+    if tracing.recording():  # the context of the code that ran the statement (call_soon)
         tracing.sql_span(name or tracing.statement_name(record.query), record.elapsed,
                          record.exception, record.conn_addr)
 
