@@ -50,6 +50,9 @@ class _Odd:
 def _exercise(span: Any) -> None:
     span.set_attribute("db.operation.name", "analytics_overview")
     span.set_attributes({"codes": ["A", "B"], "count": 3, "ok": True, "ratio": 0.5})
+    # Sequences of one primitive type take a shortcut (a tuple); the others the SDK's way.
+    span.set_attributes({"counts": [1, 2, 3], "flags": (True, False), "ratios": [0.5, 1.0],
+                         "empty": [], "bool_and_int": [True, 1], "int_and_none": [1, None]})
     # Not what our code sets, but kept exactly as the SDK keeps it: a str() of an object, a
     # tuple of a mixed list, nothing for None.
     span.set_attributes({"odd": _Odd(), "mixed": ["a", 1], "gone": None})
