@@ -312,6 +312,9 @@ class LoopExport(SpanProcessor):
     Where no event loop runs (a command's last spans, `force_flush`, shutdown), the batch goes
     through the SDK exporter's own client, synchronously."""
 
+    takes_encoded_spans = True
+    """`add` takes a span already encoded (`tracing.install` hands lean spans to it so)."""
+
     def __init__(self, exporter: OTLPExporter) -> None:
         self.exporter = exporter
         self.max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)

@@ -139,7 +139,8 @@ def install(exporter: SpanExporter, settings: Settings | None = None, *,
     _SDK.ReadableSpan, _SDK.Event, _SDK.BoundedAttributes = ReadableSpan, Event, BoundedAttributes
     _ROOT_BOUND = _root_bound(provider) if _LEAN else None
     # One processor of ours that takes encoded spans: lean spans skip the `ReadableSpan`.
-    add = getattr(processor, "add", None)
+    add = getattr(processor, "add", None) \
+        if getattr(processor, "takes_encoded_spans", False) else None
     if _LEAN and add is not None:
         from gateway.ops.otlp import encode_span
 
