@@ -5,8 +5,9 @@
 Our own rather than OpenTelemetry's ASGI instrumentation, which collects a dozen attributes,
 parses every header and records metrics for each request before the sampler has even decided: at
 10 % sampling that cost every request about a tenth of a millisecond, a quarter of a cached
-answer. Here an unsampled request costs a sampling decision and a context attach; the attributes
-are set only on a span that records.
+answer. Here a request of a new trace that is not sampled costs a sampling decision, its ids and
+one context variable (`tracing.enter_unsampled`); the attributes are set only on a span that
+records.
 
 It accepts the caller's W3C `traceparent`/`tracestate`; the edge makes the server span's trace id
 the request id and returns the span's `traceparent`. No attribute carries a secret:
