@@ -34,7 +34,7 @@ from aiodataloader import DataLoader
 
 from gateway.cache.fields import Codec, ComputeParts, Part, PartResult, QueryCache, cache_of
 from gateway.ops import tracing
-from gateway.ops.batching import fail_waiters
+from gateway.ops.batching import answer
 
 if TYPE_CHECKING:
     from gateway.data.resources import Resources
@@ -87,33 +87,25 @@ class SharedBatch:
             asyncio.get_running_loop().call_soon(self._settle, ticks - 1)
             return
         queue, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._run(queue))
+        task = asyncio.ensure_future(answer(queue, self._load))  # every joiner answered
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, queue: list[tuple[Part, asyncio.Future[PartResult]]]) -> None:
-        parts = [part for part, _ in queue]
-        try:
-            with tracing.child_span(f"loader {self.name}", attributes={
-                    "loader.fields": [part.field for part in parts],
-                    "loader.keys": sum(len(part.keys) for part in parts),
-                    "loader.cached": self.cache.enabled}):
-                versions = await self.versions(
-                    list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
-                results = await self.cache.load_parts(parts, versions, self.compute, self.notes,
-                                                      force=self.force, keep=self.keep)
-                if tracing.recording():  # each joining loader's part, in loader.fields' order
-                    tracing.annotate(**{"loader.field_keys": [len(p.keys) for p in parts],
-                                        "cache.field_hits": [r.hits for r in results],
-                                        "cache.field_misses": [r.misses for r in results]})
-        except BaseException as exc:  # every joiner gets the failure; nobody hangs
-            fail_waiters((future for _, future in queue), exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), result in zip(queue, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+    async def _load(self, parts: list[Part]) -> list[PartResult]:
+        """The parts of the loaders that joined, in one go (`answer` hands each its own)."""
+        with tracing.child_span(f"loader {self.name}", attributes={
+                "loader.fields": [part.field for part in parts],
+                "loader.keys": sum(len(part.keys) for part in parts),
+                "loader.cached": self.cache.enabled}):
+            versions = await self.versions(
+                list(dict.fromkeys(key[0] for part in parts for key in part.keys)))
+            results = await self.cache.load_parts(parts, versions, self.compute, self.notes,
+                                                  force=self.force, keep=self.keep)
+            if tracing.recording():  # each joining loader's part, in loader.fields' order
+                tracing.annotate(**{"loader.field_keys": [len(p.keys) for p in parts],
+                                    "cache.field_hits": [r.hits for r in results],
+                                    "cache.field_misses": [r.misses for r in results]})
+        return results
 
 
 class CachedLoader(DataLoader[K, V], Generic[K, V]):

@@ -2,8 +2,8 @@
 
 Used where many requests of a process ask for the same kind of I/O at the same moment: the field
 cache's `MGET`s (gateway/cache/fields.py), the figure statements of concurrent requests
-(loaders/analytics.py, `Coalescer`). `fail_waiters` is also what the loaders' shared batches do
-when theirs fails (loaders/cached.py).
+(loaders/analytics.py, `Coalescer`). `answer` (and `fail_waiters` in it) is also how the
+loaders' shared batches answer their loaders (loaders/cached.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,23 @@ def fail_waiters(futures: Iterable[asyncio.Future[Any]], exc: BaseException) -> 
                 future.cancel()
 
 
+async def answer(queue: Sequence[tuple[T, asyncio.Future[R]]],
+                 run: Callable[[list[T]], Awaitable[Sequence[R]]]) -> None:
+    """Answer each waiter of `queue` with its item's result of ONE `run(items)` call (results in
+    the items' order); a waiter whose caller is gone is skipped. A failure of `run` reaches
+    every waiter (`fail_waiters`), and a cancellation is raised on after."""
+    try:
+        results = await run([item for item, _ in queue])
+    except BaseException as exc:
+        fail_waiters((future for _, future in queue), exc)
+        if not isinstance(exc, Exception):
+            raise
+        return
+    for (_, future), result in zip(queue, results, strict=True):
+        if not future.done():
+            future.set_result(result)
+
+
 class TickBatcher(Generic[T, R]):
     """`submit(item)` calls of one event-loop iteration, answered by ONE `run(items)` call, which
     returns their results in the same order. A failure of `run` reaches each of them; one whose
@@ -49,18 +66,6 @@ class TickBatcher(Generic[T, R]):
 
     def _flush(self) -> None:
         queue, self._queue = self._queue, []
-        task = asyncio.ensure_future(self._answer(queue))
+        task = asyncio.ensure_future(answer(queue, self._run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, queue: list[tuple[T, asyncio.Future[R]]]) -> None:
-        try:
-            results = await self._run([item for item, _ in queue])
-        except BaseException as exc:
-            fail_waiters((future for _, future in queue), exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), result in zip(queue, results, strict=True):
-            if not future.done():
-                future.set_result(result)
