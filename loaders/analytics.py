@@ -45,6 +45,7 @@ from domain.ranges import round1
 from gateway.data.db import query
 from gateway.data.replica import router_of
 from gateway.ops.batching import TickBatcher
+from gateway.ops.lazy import kept_on
 from loaders.cached import CachedLoader
 
 if TYPE_CHECKING:
@@ -280,11 +281,7 @@ class Coalescer:
 
 def coalescer_of(resources: Any) -> Coalescer:
     """The process's coalescer, created on first use and kept on the lifespan's `Resources`."""
-    coalescer: Coalescer | None = getattr(resources, "figure_coalescer", None)
-    if coalescer is None:
-        coalescer = Coalescer(resources)
-        resources.figure_coalescer = coalescer
-    return coalescer
+    return kept_on(resources, "figure_coalescer", lambda: Coalescer(resources))
 
 
 def _hours(seconds: Decimal | None, count: int) -> Decimal | None:

@@ -59,6 +59,7 @@ from gateway.cache.kept import Kept
 from gateway.ops import tracing
 from gateway.ops.batching import TickBatcher
 from gateway.ops.circuit import CircuitOpen
+from gateway.ops.lazy import kept_on
 from gateway.ops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -622,8 +623,5 @@ _ABSENT: Any = _Absent()
 
 def cache_of(resources: Any) -> QueryCache:
     """The process's cache, created on first use and kept on the lifespan's `Resources`."""
-    cache: QueryCache | None = getattr(resources, "query_cache", None)
-    if cache is None:
-        cache = QueryCache(resources.cache_redis, resources.settings)
-        resources.query_cache = cache
-    return cache
+    return kept_on(resources, "query_cache",
+                   lambda: QueryCache(resources.cache_redis, resources.settings))

@@ -29,6 +29,7 @@ import asyncpg
 from redis.asyncio import Redis, RedisCluster
 
 from gateway.ops.circuit import CircuitBreaker
+from gateway.ops.lazy import kept_on
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,7 @@ class ReadRouter:
 
 def router_of(resources: Any) -> ReadRouter:
     """The process's router, created on first use and kept on the lifespan's `Resources`."""
-    router: ReadRouter | None = getattr(resources, "read_router", None)
-    if router is None:
-        router = ReadRouter(resources)
-        resources.read_router = router
-    return router
+    return kept_on(resources, "read_router", lambda: ReadRouter(resources))
 
 
 async def record_write(resources: Any, user_ids: Iterable[uuid.UUID]) -> None:
