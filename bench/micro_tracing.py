@@ -11,7 +11,8 @@ Two sampling levels, each in a process of its own (the tracer provider is proces
 
 - `0`: every request starts a new trace that is not sampled (`OTEL_TRACES_SAMPLER_ARG=0`);
 - `1`: every request's span is recorded, encoded and sent by `LoopExport` to a stand-in
-  collector (`bench.otlp_sink`, started here) over OTLP/HTTP.
+  collector (`bench.otlp_sink`, started here like the bench's servers, `bench.processes`) over
+  OTLP/HTTP.
 
 Prints one line per level: µs per request untraced, traced, and the difference.
 """
@@ -20,21 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from typing import Any
 
+from bench.processes import start_server, stop_process, wait_healthy
+
 ROUNDS = 11
 REQUESTS = 5000
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _answer(scope: Any, receive: Any, send: Any) -> None:
@@ -94,23 +90,19 @@ def main() -> None:
     if len(sys.argv) > 1:  # one sampling level, in this process
         _child(sys.argv[1])
         return
-    port = _free_port()
-    env = {**os.environ, "PORT": str(port)}
-    sink = subprocess.Popen([sys.executable, "-m", "bench.otlp_sink"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = start_server("otlp-sink-micro", ["-m", "bench.otlp_sink"], dict(os.environ))
     try:
-        time.sleep(1.0)
+        wait_healthy(sink, "/stats")
         for level in ("0", "1"):
             subprocess.run([sys.executable, "-m", "bench.micro_tracing", level], check=True, env={
                 **os.environ, "APP_ENV": "production",
                 "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY", "k" * 64),
                 "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                 "OTEL_TRACES_SAMPLER_ARG": level,
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/micro/v1/traces",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink.url}/micro/v1/traces",
             })
     finally:
-        sink.terminate()
-        sink.wait(timeout=10)
+        stop_process(sink.process)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,7 @@ class ServerTracing:
         else:
             decided = tracing.new_trace()
             if decided is None:  # a sampler to ask
-                span = tracing.start_trace(name, kind=SpanKind.SERVER, scope=SCOPE)
+                span = tracing.start_root(name, kind=SpanKind.SERVER, scope=SCOPE)
             elif not decided[2]:  # a new trace, not sampled: its ids, and nothing else
                 ids, token = tracing.enter_unsampled(decided[0], decided[1])
                 return ServerSpan(None, token, False, ids)

@@ -368,11 +368,10 @@ def start_trace(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
     if decided is None:
         return start_root(name, kind=kind, scope=scope)
     trace_id, span_id, sampled = decided
-    context = SpanContext(trace_id, span_id, is_remote=False,
-                          trace_flags=_SAMPLED if sampled else _NOT_SAMPLED)
     if not sampled:
-        return NonRecordingSpan(context)
-    return LeanSpan(name, context, None, kind, None, scope=scope)
+        return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False,
+                                            trace_flags=_NOT_SAMPLED))
+    return root_span(name, trace_id, span_id, kind=kind, scope=scope)
 
 
 def new_trace() -> tuple[int, int, bool] | None:
