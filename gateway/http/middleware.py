@@ -6,8 +6,8 @@ Outermost first, as `gateway.http.app` stacks them:
 - `EdgeMiddleware`: the request id (the caller's `X-Request-ID` or a new one, echoed back and put
   in the log context; with tracing on the server span's trace id, returned with the span's
   `traceparent`: docs/operations.md, "Tracing"), the per-request deadline (`TIMEOUT`, then 504
-  if nothing was sent yet), security headers, the request metrics and access log line, and a
-  JSON 500 with the request id for anything unhandled;
+  if nothing was sent yet; gateway/http/deadlines.py), security headers, the request metrics
+  and access log line, and a JSON 500 with the request id for anything unhandled;
 - Starlette's `TrustedHostMiddleware` (`ALLOWED_HOSTS`), then CORS (`CORS_ORIGINS`) and gzip
   (`ENABLE_RESPONSE_COMPRESSION`, bodies over 1,000 bytes) as Starlette's `CORSMiddleware` and
   `GZipMiddleware` answer them, without their per-request objects (gateway/http/lean_edge.py);
@@ -29,6 +29,7 @@ import orjson
 
 from gateway.data.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
 from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, error_body, load_json
+from gateway.http.deadlines import Deadlines
 from gateway.http.identity import header, identify
 from gateway.http.tracing import ServerTracing
 from gateway.ops import sentry, tracing
@@ -72,6 +73,7 @@ class EdgeMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, request_metrics: RequestMetrics) -> None:
         self.app = app
         self.timeout = float(settings.timeout)
+        self.deadlines: Deadlines | None = None  # `TIMEOUT` for each request (deadlines.py)
         self.metrics = request_metrics
         # The server span of each request, with tracing on (gateway/http/tracing.py).
         self.tracing = ServerTracing(request_metrics.endpoints) \
@@ -83,6 +85,15 @@ class EdgeMiddleware:
         ]
         if settings.is_production:
             self.headers.append((b"strict-transport-security", HSTS))
+
+    def _deadlines(self) -> Deadlines:
+        """The deadlines of this event loop's requests (a test may run the application on
+        several loops, one after the other)."""
+        loop = asyncio.get_running_loop()
+        deadlines = self.deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self.deadlines = Deadlines(loop, self.timeout)
+        return deadlines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,29 +116,32 @@ class EdgeMiddleware:
         started = time.perf_counter()
         status = 500
         response_started = False
-        # Probes answer at once (/ready bounds its own checks): no timer for them.
-        deadline = asyncio.timeout(None if path in QUIET_PATHS else self.timeout)
+        # Probes answer at once (/ready bounds its own checks): no deadline for them.
+        deadline = None if path in QUIET_PATHS else self._deadlines().start()
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                if not deadline_over and deadline.when() is not None:
-                    deadline.reschedule(None)  # a streamed body may take longer than that
+                if deadline is not None:
+                    deadline.disarm()  # a streamed body may take longer than that
                 message["headers"] = [*message.get("headers", ()), *self.headers,
                                       *extra_headers]
             await send(message)
 
-        deadline_over = False
         try:
             try:
-                async with deadline:
-                    await self.app(scope, receive, send_with_headers)
+                await self.app(scope, receive, send_with_headers)
+            except asyncio.CancelledError as exc:
+                if deadline is not None and deadline.close():  # the deadline's, no one else's
+                    raise TimeoutError from exc
+                raise
             finally:
-                deadline_over = True
+                if deadline is not None:
+                    deadline.close()
         except TimeoutError:
-            if deadline.expired():
+            if deadline is not None and deadline.expired:
                 log.warning("request deadline of %.0f s passed: %s %s", self.timeout,
                             scope["method"], path)
                 if not response_started:
