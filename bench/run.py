@@ -9,7 +9,8 @@ compare every figure with bare baselines measured in the same run.
 
 Settings (environment): BENCH_USERS (10000), BENCH_SIZES (the datasets, default "1000,<users>"),
 BENCH_LARGE, BENCH_TASKS (tasks per user, 200), BENCH_DAYS (365), BENCH_DURATION (seconds per
-run, 8), BENCH_CONCURRENCY ("1,16"), BENCH_SAMPLE (users the load picks from, 500),
+run, 8), BENCH_CONCURRENCY ("1,16,64"; the tracing scenarios, the mix and the profiles run at
+one level only, `Config.busy`), BENCH_SAMPLE (users the load picks from, 500),
 BENCH_RESEED=1 (seed again even when the database is already seeded today), BENCH_PROFILE=1
 (py-spy on the API during the dashboard and admin runs), BENCH_TRACING=0 (leave out the tracing
 scenarios), BENCH_LIVE=0 (leave out the live subscriptions), BENCH_ONLY (only these groups, e.g.
@@ -163,6 +164,13 @@ class Config:
     live: LiveConfig = field(default_factory=LiveConfig)
     peers: frozenset[str] = frozenset()  # BENCH_PEERS: peers measured beside the gateway (PEERS)
 
+    @property
+    def busy(self) -> int:
+        """The concurrency of the scenarios measured at one level only (tracing, the mutation
+        mix, the profiles): the lowest of 16 or more (c=16 by default, the level of the issues'
+        figures), else the highest."""
+        return min((c for c in self.concurrency if c >= 16), default=max(self.concurrency))
+
     def wants(self, group: str) -> bool:
         """Whether the scenario group runs: in BENCH_ONLY (when set) and not switched off."""
         if self.only and group not in self.only:
@@ -186,7 +194,7 @@ class Config:
             days=int(env.get("BENCH_DAYS", "365")),
             duration=int(env.get("BENCH_DURATION", "3" if quick else "8")),
             concurrency=[int(c) for c in env.get("BENCH_CONCURRENCY",
-                                                 "1,8" if quick else "1,16").split(",")],
+                                                 "1,8" if quick else "1,16,64").split(",")],
             sample=int(env.get("BENCH_SAMPLE", "200" if quick else "500")),
             reseed=env.get("BENCH_RESEED", "") not in ("", "0", "false"),
             profile=env.get("BENCH_PROFILE", "") not in ("", "0", "false"),
@@ -742,7 +750,7 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
             cpu_before = cpu_seconds(group=server.process.pid)
             pg_before = cpu_seconds(postmasters=postmasters) if postmasters else None
             label = f"{scenario.replace(' ', '-')}-{users}-c{concurrency}"
-            profile = (cfg.profile and main and concurrency == max(cfg.concurrency)
+            profile = (cfg.profile and main and concurrency == cfg.busy
                        and scenario in ("dashboard cold", "dashboard warm", "overview cold",
                                        "admin warm"))
             try:
@@ -880,8 +888,7 @@ async def bench_http(users: int, dsn: str, redis_url: str, cfg: Config, wrk: str
             elif skip["mix"]:
                 skipped("mutation mix", skip["mix"])
             else:
-                await measure("mutation mix", api_warm, "/graphql", "mix", mix_dir,
-                              max(cfg.concurrency))
+                await measure("mutation mix", api_warm, "/graphql", "mix", mix_dir, cfg.busy)
                 # What the mix created is removed again, so that a reused database stays close
                 # to what was seeded (the tasks it completed stay completed).
                 await conn.execute("delete from tasks where title = 'bench task'")
@@ -958,7 +965,7 @@ def sink_stats(sink: Server) -> dict[str, dict[str, int]]:
 async def bench_tracing(users: int, env: dict[str, str], cfg: Config, wrk: str,
                         procs: Processes, report: Report, dash_dir: Path,
                         measure: Callable[..., Awaitable[Run | None]]) -> None:
-    """The cached and uncached dashboard at the highest concurrency with tracing on at each of
+    """The cached and uncached dashboard at `cfg.busy` concurrency with tracing on at each of
     TRACING_LEVELS, each next to the same scenario without tracing, measured just before.
 
     Every server here is started anew and warmed up the same way, the untraced one included
@@ -967,7 +974,7 @@ async def bench_tracing(users: int, env: dict[str, str], cfg: Config, wrk: str,
     reads and counts every batch. A traced server whose spans never reach the sink (tracing not
     built yet, or the exporter not installed) has its scenarios skipped with a note, and so has
     anything else that fails here, so that the rest of the run goes on."""
-    concurrency = max(cfg.concurrency)
+    concurrency = cfg.busy
     off = "off"
     started: list[Server] = []
     # (mode, level label or "off") -> its server; the sink's path prefix of each traced one.

@@ -196,6 +196,14 @@ def test_quick_mode_and_size_flags_choose_the_datasets() -> None:
     assert (small.sizes, small.concurrency) == ([1000, 2000], [1, 4, 32])
 
 
+def test_the_issues_concurrencies_are_measured_and_single_level_scenarios_run_at_16() -> None:
+    full = Config.from_env({})
+    assert full.concurrency == [1, 16, 64]  # issue 15: its targets at c=16 and c=64
+    assert full.busy == 16  # tracing, the mix and the profiles: the issues' figures' level
+    assert Config.from_env({"BENCH_QUICK": "1"}).busy == 8  # nothing of 16 or more: the highest
+    assert Config.from_env({"BENCH_CONCURRENCY": "4,32,128"}).busy == 32
+
+
 def test_profile_summary_ranks_lines_by_self_time(tmp_path: Path) -> None:
     raw = tmp_path / "profile.raw"
     raw.write_text("main (gateway/http/app.py:10);fetch (loaders/analytics.py:102) 30\n"
