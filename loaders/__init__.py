@@ -39,13 +39,10 @@ class Loaders:
     def user(self) -> analytics.UserLoader:
         return analytics.UserLoader(self.resources.pool)
 
-    async def data_versions(self, user_ids: list[Any]) -> dict[Any, int]:
-        """The users' `data_version`s, which key their cached figures: from the user loader, so
-        from rows this request has already read (resolvers load the user before its figures)."""
-        users = await self.user.load_many(user_ids)
-        # A user deleted meanwhile has no figures to cache; -1 never matches a stored version.
-        return {uid: u.data_version if u is not None else -1
-                for uid, u in zip(user_ids, users, strict=True)}
+    @cached_property
+    def data_versions(self) -> DataVersions:
+        """The users' `data_version`s, which key their cached figures (`DataVersions`)."""
+        return DataVersions(self.user)
 
     @cached_property
     def figures(self) -> SharedBatch:
@@ -116,3 +113,25 @@ class _FuturesByUser(dict[Any, Any]):
     def keys_of(self, user_id: Any) -> list[Any]:
         """The keys of `user_id` ever set (one since removed is no longer in the cache)."""
         return self._by_user.get(user_id, [])
+
+
+class DataVersions:
+    """The users' `data_version`s, which key their cached figures: from the user loader, so from
+    rows this request has already read (resolvers load the user before its figures).
+
+    An object of its own rather than a method of `Loaders`: the figure loaders and the shared
+    batch keep it, and a bound method would keep the registry that keeps them, a reference
+    cycle. Every request's loaders, futures and figures then waited for one of the garbage
+    collector's full passes, which `tune_gc` spaces out (gateway/ops/runtime.py): 64 admin pages
+    at a time (100 users' overviews each) grew the API to 262 MiB (docs/performance.md)."""
+
+    __slots__ = ("user",)
+
+    def __init__(self, user: analytics.UserLoader) -> None:
+        self.user = user
+
+    async def __call__(self, user_ids: list[Any]) -> dict[Any, int]:
+        users = await self.user.load_many(user_ids)
+        # A user deleted meanwhile has no figures to cache; -1 never matches a stored version.
+        return {uid: u.data_version if u is not None else -1
+                for uid, u in zip(user_ids, users, strict=True)}

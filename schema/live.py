@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import strawberry
+from graphql import ExecutionResult
 from graphql.pyutils import RefMap
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
@@ -105,13 +106,26 @@ class LiveExecutionContext(StrawberryGraphQLCoreExecutionContext):
     its own (the sub-fields collected per type, the execution plans), dropped with it. graphql-core
     shares them between a subscription's events, so an idle subscription would keep those of its
     last push (about 5 KiB for a dashboard) for its whole life; collecting them again for each
-    push costs microseconds. Queries and mutations are executed as before."""
+    push costs microseconds. Queries and mutations are executed as before, except that a
+    finished operation's context lets go of its helpers (`build_response`)."""
 
     def build_per_event_executor(self, payload: Any) -> Any:
         """The event completed by the document's compiled plan when it has one (schema/compiled.py;
         graphql-core's executor then only when the plan hands over), else by graphql-core."""
         compiled = compiled_event(self, payload, lambda: self._graphql_core_event(payload))
         return compiled if compiled is not None else self._graphql_core_event(payload)
+
+    def build_response(self, data: Any) -> Any:
+        """graphql-core's response; then, for a complete one, the context drops its resolver
+        helpers (`async_helpers`: two bound methods of the context itself). They made every
+        operation graphql-core executed a reference cycle holding the request's context,
+        loaders and figures until one of the collector's full passes, which the API spaces out
+        (gateway/ops/runtime.py; tests/test_reference_cycles.py). Nothing runs in this context
+        after a complete response; an incremental one (`@defer`, `@stream`) keeps them."""
+        response = super().build_response(data)
+        if isinstance(response, ExecutionResult):
+            self.__dict__.pop("async_helpers", None)
+        return response
 
     def _graphql_core_event(self, payload: Any) -> Any:
         executor = super().build_per_event_executor(payload)
