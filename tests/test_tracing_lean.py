@@ -150,3 +150,32 @@ def test_other_samplers_are_asked_for_each_new_trace(monkeypatch: pytest.MonkeyP
     for sampler in ("always_off", "parentbased_always_off"):
         monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
         assert tracing._root_bound(TracerProvider()) is None  # start_trace -> start_root
+
+
+def test_entering_a_span_is_what_the_opentelemetry_api_would_do(
+        exporter: InMemorySpanExporter) -> None:
+    """`tracing.enter` writes the API's `attach(set_span_in_context(span))` out, on the API's
+    own context variable: the span is current for the API, what else the context held stays,
+    and `leave` restores the context as it was."""
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    assert tracing._OTEL.variable is not None  # the written-out way is the one tested here
+    root = tracing.start_root("root", kind=SpanKind.SERVER)
+    before = otel_context.get_current()
+    outer = tracing.enter(root)
+    assert trace.get_current_span() is root and tracing.recording()
+    token = otel_context.attach(baggage.set_baggage("tenant", "a"))  # something else current
+    child = tracing.start_child("child")
+    inner = tracing.enter(child)
+    assert trace.get_current_span() is child
+    assert baggage.get_baggage("tenant") == "a"
+    assert otel_context.get_current() == trace.set_span_in_context(
+        child, baggage.set_baggage("tenant", "a", trace.set_span_in_context(root, before)))
+    tracing.leave(inner)
+    assert trace.get_current_span() is root and baggage.get_baggage("tenant") == "a"
+    otel_context.detach(token)
+    tracing.leave(outer)
+    assert otel_context.get_current() == before and not tracing.recording()
+    child.end()
+    root.end()

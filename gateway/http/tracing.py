@@ -42,6 +42,7 @@ ALWAYS_SANITIZED = ("authorization", "cookie", "token", "secret", "password", "a
 _PROPAGATED = (b"traceparent", b"tracestate")
 _propagator = TraceContextTextMapPropagator()
 SCOPE = "analytics-gateway.http"  # the instrumentation scope of the server spans
+DESCRIBED_LIMIT = 64  # routes' attribute sets kept (`ServerTracing._describe`)
 
 
 def redacted_query(raw: bytes) -> str:
@@ -68,6 +69,8 @@ class ServerTracing:
         sanitized = [*ALWAYS_SANITIZED,
                      *_names("OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SANITIZE_FIELDS")]
         self.sanitized = tuple(sanitized)
+        # The attributes of a route's spans by (method, path, scheme), made once (`_describe`).
+        self.described: dict[tuple[str, str, Any], dict[str, Any]] = {}
 
     def begin(self, scope: Scope) -> ServerSpan | None:
         """The request's span, made current; None for the paths that are not traced."""
@@ -93,9 +96,13 @@ class ServerTracing:
             elif not decided[2]:  # a new trace, not sampled: its ids, and nothing else
                 ids, token = tracing.enter_unsampled(decided[0], decided[1])
                 return ServerSpan(None, token, False, ids)
-            else:
+            else:  # a new trace, sampled: a span that records, of a valid context
                 span = tracing.root_span(name, decided[0], decided[1], kind=SpanKind.SERVER,
                                          scope=SCOPE)
+                context = span.get_span_context()
+                self._describe(span, scope, method, path, known)
+                return ServerSpan(span, tracing.enter(span, context), True,
+                                  tracing.ids_of(context))
         context = span.get_span_context()
         recording = span.is_recording()
         if recording:
@@ -104,8 +111,27 @@ class ServerTracing:
                           tracing.ids_of(context) if context.is_valid else None)
 
     def _describe(self, span: Any, scope: Scope, method: str, path: str, known: bool) -> None:
+        scheme = scope.get("scheme", "http")
+        if known and not scope.get("query_string") and not self.captured:
+            # A route's attributes, made once per method and scheme (a bounded few; a method
+            # no route has gets them made each time) and handed over without a check each.
+            key = (method, path, scheme)
+            attributes = self.described.get(key)
+            if attributes is None:
+                attributes = self._attributes(scope, method, path, scheme, known)
+                if len(self.described) < DESCRIBED_LIMIT:
+                    self.described[key] = attributes
+            if isinstance(span, tracing.LeanSpan):
+                span.set_primitive_attributes(attributes)
+            else:
+                span.set_attributes(attributes)
+            return
+        span.set_attributes(self._attributes(scope, method, path, scheme, known))
+
+    def _attributes(self, scope: Scope, method: str, path: str, scheme: Any,
+                    known: bool) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": method, "url.path": path,
-                                      "url.scheme": str(scope.get("scheme", "http"))}
+                                      "url.scheme": str(scheme)}
         if known:
             attributes["http.route"] = path
         raw = scope.get("query_string")
@@ -119,7 +145,7 @@ class ServerTracing:
                 secret = any(word in header for word in self.sanitized)
                 attributes[f"http.request.header.{header}"] = \
                     ("[REDACTED]",) if secret else (value.decode("latin-1"),)
-        span.set_attributes(attributes)
+        return attributes
 
 
 class ServerSpan:

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import DEFAULT_TRACE_STATE, SpanKind, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -149,31 +149,40 @@ def _span(span: ReadableSpan) -> bytes:
 def encode_span(context: Any, parent: Any, name: str, kind: SpanKind, start: int, end: int,
                 attributes: Mapping[str, Any] | None, events: Sequence[Any], status: Any,
                 links: Sequence[Any] = (), dropped_attributes: int = 0,
-                dropped_events: int = 0, dropped_links: int = 0,
-                encoded_attributes: bytes = b"") -> bytes:
+                dropped_events: int = 0, dropped_links: int = 0) -> bytes:
     """`_span` from the span's fields: what a lean span (gateway/ops/tracing.py) hands over.
     About 1 µs for a server span: the ids and the times are packed whole, a name with its kind
-    is encoded once per process, an empty status is a constant, and the parts are joined once.
-    `encoded_attributes`: attributes already encoded (field 9), written before `attributes`."""
-    trace_id = context.trace_id
-    parts = [_IDS(0x0A10, trace_id >> 64, trace_id & _LOW_64, 0x1208, context.span_id)]
-    if context.trace_state:
-        parts.append(_str_field(3, ",".join(f"{k}={v}"
-                                            for k, v in context.trace_state.items())))
-    if parent is not None:
-        parts.append(_PARENT(0x2208, parent.span_id))
+    is encoded once per process, the span context is read as the tuple it is, and the usual
+    span (no trace state, events or links) is joined in one go. `status` None: unset."""
+    trace_id, span_id, _, _, trace_state, _ = context  # a SpanContext is a tuple
     named = _NAMED.get(name)  # by the name alone: an enum member's hash is a Python call
     if named is None or named[0] is not kind:
         encoded_name = name.encode()
         named = (kind, b"\x2a" + _varint(len(encoded_name)) + encoded_name + _KIND_FIELD[kind])
         if len(_NAMED) < _CACHE_LIMIT:
             _NAMED[name] = named
-    parts.append(named[1])
-    parts.append(_TIMES(0x39, start, 0x41, end))
-    if encoded_attributes:
-        parts.append(encoded_attributes)
-    if attributes:
-        parts.append(_attributes.encode(9, attributes))
+    out = b"".join((
+        _IDS(0x0A10, trace_id >> 64, trace_id & _LOW_64, 0x1208, span_id),
+        _trace_state(trace_state) if trace_state is not _NO_TRACE_STATE and trace_state else b"",
+        _PARENT(0x2208, parent[1]) if parent is not None else b"",  # its span id
+        named[1],
+        _TIMES(0x39, start, 0x41, end),
+        _attributes.encode(9, attributes) if attributes else b"",
+        _rarely_set(events, links, dropped_attributes, dropped_events, dropped_links)
+        if events or links or dropped_attributes or dropped_events or dropped_links else b"",
+        _EMPTY_STATUS if status is None else _status(status),
+        _REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT))
+    return b"\x12" + _varint(len(out)) + out
+
+
+def _trace_state(trace_state: Any) -> bytes:
+    return _str_field(3, ",".join(f"{k}={v}" for k, v in trace_state.items()))
+
+
+def _rarely_set(events: Sequence[Any], links: Sequence[Any], dropped_attributes: int,
+                dropped_events: int, dropped_links: int) -> bytes:
+    """A span's fields 10 to 14, in their order: what our spans seldom have."""
+    parts = []
     if dropped_attributes:
         parts.append(_tag(10, _VARINT) + _varint(dropped_attributes))
     for event in events:
@@ -196,17 +205,19 @@ def encode_span(context: Any, parent: Any, name: str, kind: SpanKind, start: int
             _tag(6, _I32) + _PACK_I(flags)))))
     if dropped_links:
         parts.append(_tag(14, _VARINT) + _varint(dropped_links))
-    if status is not None:
-        code = status.status_code
-        if code is StatusCode.UNSET and not status.description:
-            parts.append(b"\x7a\x00")  # an empty Status message, as the SDK's encoder writes it
-        else:
-            parts.append(_len_field(15, _str_field(2, status.description)
-                                    + (_tag(3, _VARINT) + _varint(code.value)
-                                       if code.value else b"")))
-    parts.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
-    out = b"".join(parts)
-    return b"\x12" + _varint(len(out)) + out
+    return b"".join(parts)
+
+
+def _status(status: Any) -> bytes:
+    code = status.status_code
+    if code is StatusCode.UNSET and not status.description:
+        return _EMPTY_STATUS
+    return _len_field(15, _str_field(2, status.description)
+                      + (_tag(3, _VARINT) + _varint(code.value) if code.value else b""))
+
+
+_EMPTY_STATUS = b"\x7a\x00"  # an empty Status message, as the SDK's encoder writes it
+_NO_TRACE_STATE = DEFAULT_TRACE_STATE  # a span context's trace state unless one was given
 
 
 _NAMED: dict[str, tuple[SpanKind, bytes]] = {}  # span name and kind fields, encoded
@@ -254,12 +265,17 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
                          for span in spans])
 
 
-def encode_parts(parts: Iterable[tuple[Any, Any, bytes]]) -> bytes:
-    """`encode_request` of spans already encoded, as (resource, scope, `Span` field) triples."""
+def encode_parts(parts: Iterable[tuple[Any, Any, bytes | tuple[Any, ...]]]) -> bytes:
+    """`encode_request` of (resource, scope, span) triples, each span encoded already (the
+    `Span` field) or as `encode_span`'s arguments (encoded here, in this one loop)."""
     grouped: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-    for resource, scope, encoded_span in parts:
-        by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
-        by_scope.setdefault(id(scope), (scope, []))[1].append(encoded_span)
+    resource = scope = run = None  # the spans of one resource and scope, in a row
+    for part_resource, part_scope, span in parts:
+        if part_resource is not resource or part_scope is not scope or run is None:
+            resource, scope = part_resource, part_scope
+            by_scope = grouped.setdefault(id(resource), (resource, {}))[1]
+            run = by_scope.setdefault(id(scope), (scope, []))[1]
+        run.append(span if type(span) is bytes else encode_span(*span))
     out = []
     for resource, by_scope in grouped.values():
         body = [_headers.resource(resource)]
@@ -413,12 +429,10 @@ class LoopExport(SpanProcessor):
         if self.sending is None and self.spans:
             self._start(everything=True)
 
-    def _take(self) -> list[tuple[Any, Any, bytes]]:
-        """The next batch, every span encoded."""
+    def _take(self) -> list[tuple[Any, Any, bytes | tuple[Any, ...]]]:
+        """The next batch (`encode_parts` encodes what is not encoded yet)."""
         spans = self.spans
-        taken = [spans.popleft() for _ in range(min(self.batch, len(spans)))]
-        return [(resource, scope, span if type(span) is bytes else encode_span(*span))
-                for resource, scope, span in taken]
+        return [spans.popleft() for _ in range(min(self.batch, len(spans)))]
 
     async def _send(self, everything: bool) -> None:
         try:
