@@ -107,7 +107,10 @@ class EdgeMiddleware:
             info = RequestInfo(new_request_id(offered))
             extra_headers = [(b"x-request-id", info.request_id.encode())]
         else:  # the request id is the trace id; the caller's own id stays on the span
-            info = RequestInfo(span_ids[0])
+            # A new trace that is not sampled has no span to carry its `traceparent` to the
+            # jobs the request queues: the request's info does (`tracing.enqueueing`).
+            info = RequestInfo(span_ids[0], traceparent=span_ids[1]
+                               if server_span is not None and server_span.span is None else None)
             extra_headers = [(b"x-request-id", span_ids[0].encode()),
                              (b"traceparent", span_ids[1].encode())]
             if offered and new_request_id(offered) == offered:

@@ -5,9 +5,9 @@
 Our own rather than OpenTelemetry's ASGI instrumentation, which collects a dozen attributes,
 parses every header and records metrics for each request before the sampler has even decided: at
 10 % sampling that cost every request about a tenth of a millisecond, a quarter of a cached
-answer. Here a request of a new trace that is not sampled costs a sampling decision, its ids and
-one context variable (`tracing.enter_unsampled`); the attributes are set only on a span that
-records.
+answer. Here a request of a new trace that is not sampled costs a sampling decision and its ids
+(`tracing.unsampled_ids`; the edge keeps its `traceparent` in the request's `RequestInfo`); the
+attributes are set only on a span that records.
 
 It accepts the caller's W3C `traceparent`/`tracestate`; the edge makes the server span's trace id
 the request id and returns the span's `traceparent`. No attribute carries a secret:
@@ -83,6 +83,10 @@ class ServerTracing:
                 if carrier is None:
                     carrier = {}
                 carrier[name.decode()] = value.decode("latin-1")
+        decided = tracing.new_trace() if carrier is None else None
+        if decided is not None and not decided[2]:
+            # A new trace, not sampled: its ids, and nothing else (`tracing.unsampled_ids`).
+            return ServerSpan(None, None, False, tracing.unsampled_ids(decided[0], decided[1]))
         method = scope["method"]
         known = path in self.routes
         name = f"{method} {path}" if known else method
@@ -90,12 +94,8 @@ class ServerTracing:
             span = tracing.start_root(name, context=_propagator.extract(carrier),
                                       kind=SpanKind.SERVER, scope=SCOPE)
         else:
-            decided = tracing.new_trace()
             if decided is None:  # a sampler to ask
                 span = tracing.start_root(name, kind=SpanKind.SERVER, scope=SCOPE)
-            elif not decided[2]:  # a new trace, not sampled: its ids, and nothing else
-                ids, token = tracing.enter_unsampled(decided[0], decided[1])
-                return ServerSpan(None, token, False, ids)
             else:  # a new trace, sampled: a span that records, of a valid context
                 span = tracing.root_span(name, decided[0], decided[1], kind=SpanKind.SERVER,
                                          scope=SCOPE)
@@ -151,7 +151,8 @@ class ServerTracing:
 class ServerSpan:
     """One request's server span while it runs: `ids` are its trace id (the request id) and the
     `traceparent` to return, or None when the caller's context is invalid. `span` is None for a
-    new trace that is not sampled: no span object at all (`tracing.enter_unsampled`)."""
+    new trace that is not sampled: no span object at all (`tracing.unsampled_ids`; the edge keeps
+    its `traceparent` in the request's `RequestInfo`)."""
 
     __slots__ = ("ids", "recording", "span", "tokens")
 
@@ -166,8 +167,7 @@ class ServerSpan:
         """No longer current; ended with the response's `status` (0: none was sent) or the
         exception that ended the request (its class name only)."""
         span = self.span
-        if span is None:  # a new trace that is not sampled (`tracing.enter_unsampled`)
-            tracing.leave_unsampled(self.tokens)
+        if span is None:  # a new trace that is not sampled: nothing was made current
             return
         tracing.leave(self.tokens)
         if not self.recording:  # the span only carried the trace id: nothing to note

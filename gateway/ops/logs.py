@@ -32,6 +32,10 @@ class RequestInfo:
     request_id: str
     user_id: str | None = None
     operation: str | None = None
+    # With tracing on, the `traceparent` of a request that began a new trace which is not
+    # sampled (it has no span to carry it): `tracing.enqueueing` passes it to the jobs the
+    # request queues, so that they are not sampled either.
+    traceparent: str | None = None
 
 
 SQL_LOGGER = "gateway.sql"  # APP_DEBUG's statement log (gateway/data/db.py)

@@ -46,6 +46,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from gateway.ops.logs import current_request
 from gateway.ops.settings import Settings
 
 if TYPE_CHECKING:
@@ -390,10 +391,11 @@ def new_trace() -> tuple[int, int, bool] | None:
     bound = _ROOT_BOUND
     if bound is None:
         return None
-    trace_id = random.getrandbits(128)
-    while not trace_id:
-        trace_id = random.getrandbits(128)
-    return trace_id, _span_id(), trace_id & _TRACE_ID_LIMIT < bound
+    bits = random.getrandbits(192)  # the trace id and the span id, drawn at once
+    while not bits >> 64 or not bits & _TRACE_ID_LIMIT:  # 0 is no valid id
+        bits = random.getrandbits(192)
+    trace_id = bits >> 64
+    return trace_id, bits & _TRACE_ID_LIMIT, trace_id & _TRACE_ID_LIMIT < bound
 
 
 def root_span(name: str, trace_id: int, span_id: int, *, kind: SpanKind,
@@ -548,23 +550,13 @@ def ids_of(context: SpanContext) -> tuple[str, str]:
     return hex_id, "00-%s-%016x-%02x" % (hex_id, span_id, flags)  # noqa: UP031
 
 
-_UNSAMPLED: ContextVar[str | None] = ContextVar("tracing_unsampled", default=None)
-"""The `traceparent` of the request running here when it began a new trace that is not sampled
-(`enter_unsampled`), in place of an OpenTelemetry context: nothing records below such a request,
-so the only reader is `enqueueing`, which passes it on so that the job is not sampled either."""
-
-
-def enter_unsampled(trace_id: int, span_id: int) -> tuple[tuple[str, str], Any]:
-    """For the server span of a new trace that is not sampled: its ids (as `ids_of`) and what
-    `leave_unsampled` needs. About a microsecond less than a `NonRecordingSpan` made current,
-    which is most of what tracing costs a request that is not sampled."""
+def unsampled_ids(trace_id: int, span_id: int) -> tuple[str, str]:
+    """The ids (as `ids_of`) of the server span of a new trace that is not sampled, which has no
+    span object at all: its `traceparent` is kept in the request's `RequestInfo` (the edge's),
+    for `enqueueing`. A `NonRecordingSpan` made current cost such a request about a microsecond
+    more, most of what tracing costs a request that is not sampled."""
     hex_id = "%032x" % trace_id  # noqa: UP031 (as in `ids_of`)
-    traceparent = "00-%s-%016x-00" % (hex_id, span_id)  # noqa: UP031
-    return (hex_id, traceparent), _UNSAMPLED.set(traceparent)
-
-
-def leave_unsampled(token: Any) -> None:
-    _UNSAMPLED.reset(token)
+    return hex_id, "00-%s-%016x-00" % (hex_id, span_id)  # noqa: UP031
 
 
 def annotate(**attributes: Any) -> None:
@@ -698,9 +690,10 @@ def enqueueing(job: str) -> Iterator[dict[str, Any]]:
     if not ENABLED:
         yield {}
         return
-    unsampled = _UNSAMPLED.get()
-    if unsampled is not None:  # a request of a new trace that is not sampled
-        yield {JOB_TRACE_KWARG: {"traceparent": unsampled}}
+    request = current_request.get()
+    if request is not None and request.traceparent is not None:
+        # A request of a new trace that is not sampled (`unsampled_ids`).
+        yield {JOB_TRACE_KWARG: {"traceparent": request.traceparent}}
         return
     if not trace.get_current_span().get_span_context().is_valid:
         yield {}
