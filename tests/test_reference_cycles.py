@@ -11,7 +11,6 @@ with the collector saving what it finds (`gc.DEBUG_SAVEALL`), and nothing may be
 
 from __future__ import annotations
 
-import asyncio
 import gc
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.dev.asgi import post_graphql
 from gateway.ops.settings import Settings
 from tests.factories import UserFactory
 
@@ -34,30 +34,9 @@ CREATE = """mutation { createTask(input: {title: "cycle", priority: HIGH}) { id 
 async def _post(app: Any, token: str, query: str) -> dict[str, Any]:
     """One POST /graphql through the ASGI application itself (no HTTP client whose own objects
     would count)."""
-    body = orjson.dumps({"query": query})
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "path": "/graphql", "raw_path": b"/graphql", "query_string": b"",
-             "root_path": "", "scheme": "http", "client": ("127.0.0.1", 1),
-             "server": ("testserver", 80), "state": {},
-             "headers": [(b"host", b"testserver"), (b"content-type", b"application/json"),
-                         (b"authorization", f"Bearer {token}".encode()),
-                         (b"content-length", str(len(body)).encode())]}
-    sent: list[dict[str, Any]] = []
-    received = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal received
-        if received:  # the request is whole: wait as a server would for a disconnect
-            await asyncio.Event().wait()
-        received = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    assert sent[0]["status"] == 200, sent
-    answer: dict[str, Any] = orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    status, body = await post_graphql(app, orjson.dumps({"query": query}), token)
+    assert status == 200, body
+    answer: dict[str, Any] = orjson.loads(body)
     assert "errors" not in answer, answer
     return answer
 
