@@ -475,9 +475,10 @@ def enter(span: Span, recording: SpanContext | None = None) -> tuple[Any, Any]:
 
     What `otel_context.attach(trace.set_span_in_context(span))` does, written out: the current
     OpenTelemetry context with the span under the API's own key, set in the API's own context
-    variable (`_OTEL`, found by `install`). Eight calls fewer, about 1.5 µs of a sampled request
-    in the whole application; with another runtime context (`OTEL_PYTHON_CONTEXT`), the API's
-    calls."""
+    variable (`_OTEL`, found by `install`), without the API's layers of calls (`set_value`,
+    `get_current` and `attach`, each through its runtime context, and `detach`): part of what
+    took a sampled request from +12.9 to +10.2 µs (docs/operations.md, "Tracing"). With another
+    runtime context (`OTEL_PYTHON_CONTEXT`), the API's calls."""
     if recording is None and span.is_recording():
         recording = span.get_span_context()
     noted = _RECORDING.set(recording)
