@@ -131,15 +131,15 @@ def test_a_new_trace_is_sampled_exactly_as_the_configured_sampler_decides(
     monkeypatch.setattr(tracing, "_ROOT_BOUND", tracing._root_bound(configured))
     decisions = []
     for _ in range(400):
-        span = tracing.start_trace("POST /graphql", kind=SpanKind.SERVER,
-                                   scope="analytics-gateway.http")
-        context = span.get_span_context()
-        expected = configured.sampler.should_sample(None, context.trace_id, "POST /graphql",
+        decided = tracing.new_trace()
+        assert decided is not None
+        trace_id, span_id, sampled = decided
+        assert trace_id and span_id  # valid ids
+        expected = configured.sampler.should_sample(None, trace_id, "POST /graphql",
                                                     SpanKind.SERVER)
-        assert context.trace_flags.sampled == expected.decision.is_sampled()
-        assert span.is_recording() == expected.decision.is_recording()
-        decisions.append(context.trace_flags.sampled)
-        span.end()
+        assert sampled == expected.decision.is_sampled()
+        assert sampled == expected.decision.is_recording()  # a sampled new trace records
+        decisions.append(sampled)
     if sampler.endswith("traceidratio"):
         assert 0 < sum(decisions) < len(decisions)  # both ways, about 30 % sampled
 
@@ -149,7 +149,7 @@ def test_other_samplers_are_asked_for_each_new_trace(monkeypatch: pytest.MonkeyP
 
     for sampler in ("always_off", "parentbased_always_off"):
         monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
-        assert tracing._root_bound(TracerProvider()) is None  # start_trace -> start_root
+        assert tracing._root_bound(TracerProvider()) is None  # new_trace -> None: start_root
 
 
 def test_entering_a_span_is_what_the_opentelemetry_api_would_do(

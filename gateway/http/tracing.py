@@ -90,19 +90,15 @@ class ServerTracing:
         method = scope["method"]
         known = path in self.routes
         name = f"{method} {path}" if known else method
-        if carrier is not None:  # the caller's trace, sampled as the sampler decides
-            span = tracing.start_root(name, context=_propagator.extract(carrier),
-                                      kind=SpanKind.SERVER, scope=SCOPE)
-        else:
-            if decided is None:  # a sampler to ask
-                span = tracing.start_root(name, kind=SpanKind.SERVER, scope=SCOPE)
-            else:  # a new trace, sampled: a span that records, of a valid context
-                span = tracing.root_span(name, decided[0], decided[1], kind=SpanKind.SERVER,
-                                         scope=SCOPE)
-                context = span.get_span_context()
-                self._describe(span, scope, method, path, known)
-                return ServerSpan(span, tracing.enter(span, context), True,
-                                  tracing.ids_of(context))
+        if decided is not None:  # a new trace, sampled: a span that records, of a valid context
+            span = tracing.root_span(name, decided[0], decided[1], kind=SpanKind.SERVER,
+                                     scope=SCOPE)
+            context = span.get_span_context()
+            self._describe(span, scope, method, path, known)
+            return ServerSpan(span, tracing.enter(span, context), True, tracing.ids_of(context))
+        # The caller's trace, or a sampler to ask: sampled as the sampler decides.
+        span = tracing.start_root(name, kind=SpanKind.SERVER, scope=SCOPE, context=None
+                                  if carrier is None else _propagator.extract(carrier))
         context = span.get_span_context()
         recording = span.is_recording()
         if recording:

@@ -369,25 +369,11 @@ def start_child(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
     return tracer.start_span(name, kind=kind, attributes=attributes, start_time=start_time)
 
 
-def start_trace(name: str, *, kind: SpanKind = SpanKind.INTERNAL,
-                scope: str = "analytics-gateway") -> Span:
-    """A span that starts a new trace (no parent at all: a request without `traceparent`). With
-    the standard random ids and a ratio or always-on root sampler (`OTEL_TRACES_SAMPLER`), the
-    decision is made here as the sampler makes it (`trace_id & (2**64 - 1) < bound`), which is
-    most of the cost of a request that is not sampled; any other set-up goes to `start_root`."""
-    decided = new_trace()
-    if decided is None:
-        return start_root(name, kind=kind, scope=scope)
-    trace_id, span_id, sampled = decided
-    if not sampled:
-        return NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False,
-                                            trace_flags=_NOT_SAMPLED))
-    return root_span(name, trace_id, span_id, kind=kind, scope=scope)
-
-
 def new_trace() -> tuple[int, int, bool] | None:
-    """The ids of a new trace's first span and whether it is sampled, decided as `start_trace`
-    decides; None when the sampler must be asked (`start_root`)."""
+    """The ids of a new trace's first span and whether it is sampled, when the provider's
+    standard random ids and a ratio or always-on root sampler (`OTEL_TRACES_SAMPLER`) let it be
+    decided here as the sampler decides (`trace_id & (2**64 - 1) < bound`), which is most of the
+    cost of a request that is not sampled; None when the sampler must be asked (`start_root`)."""
     bound = _ROOT_BOUND
     if bound is None:
         return None
@@ -406,14 +392,14 @@ def root_span(name: str, trace_id: int, span_id: int, *, kind: SpanKind,
 
 
 _TRACE_ID_LIMIT = (1 << 64) - 1
-_SAMPLED, _NOT_SAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _ROOT_BOUND: int | None = None
-"""The root sampler's bound for `start_trace`, or None when it must ask the sampler (set by
+"""The root sampler's bound for `new_trace`, or None when it must ask the sampler (set by
 `install`)."""
 
 
 def _root_bound(provider: TracerProvider) -> int | None:
-    """`start_trace`'s bound for this provider's sampler and id generator, or None."""
+    """`new_trace`'s bound for this provider's sampler and id generator, or None."""
     from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
     from opentelemetry.sdk.trace.sampling import (
         ALWAYS_ON,
