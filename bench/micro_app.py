@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -31,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from bench.processes import start_server, stop_process, wait_healthy
+from bench.processes import traced_children
 
 CLIENTS = 16
 REQUESTS = 10_000  # a round, for each application
@@ -105,18 +104,10 @@ def main() -> None:
     # The development services (DATABASE_URL / REDIS_URL, else the embedded ones, started here
     # if they are not running and stopped again at the end); their URLs go to the child.
     _, services = resolve_services(Settings.load())
-    sink = start_server("otlp-sink-app", ["-m", "bench.otlp_sink"], dict(os.environ))
     try:
-        wait_healthy(sink, "/stats")
-        subprocess.run([sys.executable, "-m", "bench.micro_app", "measure"], check=True, env={
-            **os.environ, "APP_ENV": "production", "LOG_LEVEL": "WARNING",
-            "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY", "k" * 64),
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": os.environ.get("BENCH_APP_SAMPLING", "1"),
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink.url}/app/v1/traces",
-        })
+        traced_children("bench.micro_app", [(["measure"],
+                                             os.environ.get("BENCH_APP_SAMPLING", "1"))], "app")
     finally:
-        stop_process(sink.process)
         services.stop_started()
 
 

@@ -20,14 +20,12 @@ Prints one line per level: µs per request untraced, traced, and the difference.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from typing import Any
 
-from bench.processes import start_server, stop_process, wait_healthy
+from bench.processes import traced_children
 
 ROUNDS = 11
 REQUESTS = 5000
@@ -90,19 +88,7 @@ def main() -> None:
     if len(sys.argv) > 1:  # one sampling level, in this process
         _child(sys.argv[1])
         return
-    sink = start_server("otlp-sink-micro", ["-m", "bench.otlp_sink"], dict(os.environ))
-    try:
-        wait_healthy(sink, "/stats")
-        for level in ("0", "1"):
-            subprocess.run([sys.executable, "-m", "bench.micro_tracing", level], check=True, env={
-                **os.environ, "APP_ENV": "production",
-                "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY", "k" * 64),
-                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": level,
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink.url}/micro/v1/traces",
-            })
-    finally:
-        stop_process(sink.process)
+    traced_children("bench.micro_tracing", [([level], level) for level in ("0", "1")], "micro")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The processes a benchmark run starts: servers on free ports in process groups of their own,
 waited for until they answer, stopped with everything they started; their memory; the log line.
 
-Shared by `bench.run` (the HTTP scenarios) and `bench.live` (the subscription scenarios).
+Shared by `bench.run` (the HTTP scenarios), `bench.live` (the subscription scenarios) and the
+micro-benchmarks (`traced_children`).
 """
 
 from __future__ import annotations
@@ -103,3 +104,26 @@ def rss_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def traced_children(module: str, children: list[tuple[list[str], str]], prefix: str) -> None:
+    """Run `python -m module ARGS` for each (ARGS, sampling ratio) of `children`, one after the
+    other, as production runs the API (`APP_ENV=production`) with tracing sampled at that ratio
+    (`parentbased_traceidratio`) and exporting to a `bench.otlp_sink` started here under
+    `prefix`, stopped at the end, errors included: the micro-benchmarks' way
+    (bench/micro_tracing.py, bench/micro_app.py)."""
+    sink = start_server(f"otlp-sink-{prefix}", ["-m", "bench.otlp_sink"],
+                        dict(os.environ))
+    try:
+        wait_healthy(sink, "/stats")
+        for args, sampling in children:
+            subprocess.run([sys.executable, "-m", module, *args], check=True, env={
+                **os.environ, "APP_ENV": "production",
+                "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+                "JWT_SECRET_KEY": os.environ.get("JWT_SECRET_KEY", "k" * 64),
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": sampling,
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{sink.url}/{prefix}/v1/traces",
+            })
+    finally:
+        stop_process(sink.process)
