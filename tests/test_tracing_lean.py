@@ -133,8 +133,11 @@ def test_a_new_trace_is_sampled_exactly_as_the_configured_sampler_decides(
     for _ in range(400):
         decided = tracing.new_trace()
         assert decided is not None
-        trace_id, span_id, sampled = decided
+        trace_id, span_id, unsampled = decided
+        sampled = unsampled is None
         assert trace_id and span_id  # valid ids
+        if not sampled:  # its ids as a span context of that trace would give them
+            assert unsampled == tracing.ids_of(SpanContext(trace_id, span_id, is_remote=False))
         expected = configured.sampler.should_sample(None, trace_id, "POST /graphql",
                                                     SpanKind.SERVER)
         assert sampled == expected.decision.is_sampled()
@@ -179,3 +182,32 @@ def test_entering_a_span_is_what_the_opentelemetry_api_would_do(
     assert otel_context.get_current() == before and not tracing.recording()
     child.end()
     root.end()
+
+
+@pytest.mark.parametrize(("trace_id", "span_id", "flags"), [
+    (1, 1, TraceFlags.SAMPLED), ((1 << 128) - 1, (1 << 64) - 1, TraceFlags.DEFAULT),
+    (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0x03)])
+def test_the_ids_returned_are_those_the_w3c_propagator_writes(
+        exporter: InMemorySpanExporter, trace_id: int, span_id: int, flags: int) -> None:
+    """`ids_of` and `new_root` (and `new_trace`, above) format the ids their own way, for speed:
+    the request id is the trace id in 32 hex digits, and the `traceparent` what OpenTelemetry's
+    propagator writes for the same span context; the span contexts lean spans make are the
+    API's."""
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(flags))
+    written: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(
+        written, trace.set_span_in_context(NonRecordingSpan(context)))
+    assert tracing.ids_of(context) == (f"{trace_id:032x}", written["traceparent"])
+    assert tracing._context is tracing._tuple_context  # install found the layout it expects
+    made = tracing._context(trace_id, span_id, TraceFlags(flags), context.trace_state)
+    assert made == context and made.is_valid and not made.is_remote
+    assert (made.trace_id, made.span_id, made.trace_flags) == (trace_id, span_id, flags)
+    if flags == TraceFlags.SAMPLED:  # the first span of a sampled new trace
+        span, tokens, ids = tracing.new_root("GET /", trace_id, span_id, {"url.path": "/"},
+                                             kind=SpanKind.SERVER)
+        tracing.leave(tokens)
+        assert ids == tracing.ids_of(context)
+        assert span.get_span_context() == context
+        assert span.is_recording()

@@ -31,7 +31,7 @@ from gateway.data.db import OUTAGE, RETRY_AFTER_OUTAGE, is_database_outage
 from gateway.http.bodies import GRAPHQL_BODY, RequestRefused, error_body, load_json
 from gateway.http.deadlines import Deadlines
 from gateway.http.identity import header, identify
-from gateway.http.tracing import ServerTracing
+from gateway.http.tracing import ServerSpan, ServerTracing
 from gateway.ops import sentry, tracing
 from gateway.ops.logs import RequestInfo, current_request, new_request_id
 from gateway.ops.metrics import REJECTED, RequestMetrics
@@ -101,16 +101,22 @@ class EdgeMiddleware:
             return
         path = scope["path"]
         offered = header(scope, b"x-request-id")
-        server_span = self.tracing.begin(scope) if self.tracing is not None else None
-        span_ids = server_span.ids if server_span is not None else None
+        server_span: ServerSpan | None = None
+        span_ids = None
+        if self.tracing is not None:
+            began = self.tracing.begin(scope)
+            if isinstance(began, tuple):  # a new trace that is not sampled: its ids, no span
+                span_ids = began
+            elif began is not None:
+                server_span, span_ids = began, began.ids
         if span_ids is None:
             info = RequestInfo(new_request_id(offered))
             extra_headers = [(b"x-request-id", info.request_id.encode())]
         else:  # the request id is the trace id; the caller's own id stays on the span
             # A new trace that is not sampled has no span to carry its `traceparent` to the
             # jobs the request queues: the request's info does (`tracing.enqueueing`).
-            info = RequestInfo(span_ids[0], traceparent=span_ids[1]
-                               if server_span is not None and server_span.span is None else None)
+            info = RequestInfo(span_ids[0],
+                               traceparent=span_ids[1] if server_span is None else None)
             extra_headers = [(b"x-request-id", span_ids[0].encode()),
                              (b"traceparent", span_ids[1].encode())]
             if offered and new_request_id(offered) == offered:
