@@ -100,7 +100,6 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        offered = header(scope, b"x-request-id")
         server_span: ServerSpan | None = None
         span_ids = None
         if self.tracing is not None:
@@ -110,7 +109,7 @@ class EdgeMiddleware:
             elif began is not None:
                 server_span, span_ids = began, began.ids
         if span_ids is None:
-            info = RequestInfo(new_request_id(offered))
+            info = RequestInfo(new_request_id(header(scope, b"x-request-id")))
             extra_headers = [(b"x-request-id", info.request_id.encode())]
         else:  # the request id is the trace id; the caller's own id stays on the span
             # A new trace that is not sampled has no span to carry its `traceparent` to the
@@ -119,6 +118,9 @@ class EdgeMiddleware:
                                traceparent=span_ids[1] if server_span is None else None)
             extra_headers = [(b"x-request-id", span_ids[0].encode()),
                              (b"traceparent", span_ids[1].encode())]
+            # Looked for only where it is recorded: a request not sampled skips the headers.
+            offered = header(scope, b"x-request-id") \
+                if server_span is not None and server_span.recording else None
             if offered and new_request_id(offered) == offered:
                 tracing.annotate(**{"http.request.header.x-request-id": offered})
         token = current_request.set(info)
