@@ -485,7 +485,7 @@ def merge_runs(parts: Sequence[Run], scenario: str | None = None) -> Run:
                                          for r in measured]),
         queries_per_request=weighted([(r.queries_per_request, r.requests) for r in measured]),
         cpu_ms_per_request=weighted([(r.cpu_ms_per_request, r.requests) for r in measured],
-                                    3),
+                                    4),
         pg_cpu_ms_per_request=weighted([(r.pg_cpu_ms_per_request, r.requests)
                                         for r in measured], 3),
         peak_rss_mib=max(rss) if rss else None, kind=first.kind)
