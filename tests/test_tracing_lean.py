@@ -129,15 +129,16 @@ def test_a_new_trace_is_sampled_exactly_as_the_configured_sampler_decides(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.3")
     configured = TracerProvider()  # reads the sampler from the environment, as install does
     monkeypatch.setattr(tracing, "_ROOT_BOUND", tracing._root_bound(configured))
-    decisions = []
-    for _ in range(400):
+    decisions, trace_ids = [], set()
+    for _ in range(400):  # more than are drawn at once
         decided = tracing.new_trace()
         assert decided is not None
-        trace_id, span_id, unsampled = decided
-        sampled = unsampled is None
+        trace_id, span_id, ids, sampled = decided
         assert trace_id and span_id  # valid ids
-        if not sampled:  # its ids as a span context of that trace would give them
-            assert unsampled == tracing.ids_of(SpanContext(trace_id, span_id, is_remote=False))
+        trace_ids.add(trace_id)
+        # Its ids as a span context of that trace would give them.
+        assert ids == tracing.ids_of(SpanContext(trace_id, span_id, is_remote=False,
+                                                 trace_flags=TraceFlags(int(sampled))))
         expected = configured.sampler.should_sample(None, trace_id, "POST /graphql",
                                                     SpanKind.SERVER)
         assert sampled == expected.decision.is_sampled()
@@ -145,6 +146,21 @@ def test_a_new_trace_is_sampled_exactly_as_the_configured_sampler_decides(
         decisions.append(sampled)
     if sampler.endswith("traceidratio"):
         assert 0 < sum(decisions) < len(decisions)  # both ways, about 30 % sampled
+    assert len(trace_ids) == len(decisions)  # never the same trace twice
+
+
+def test_a_forked_process_draws_trace_ids_of_its_own(exporter: InMemorySpanExporter) -> None:
+    """New traces' ids are drawn ahead (`new_trace`); a forked child (a pre-forking server's
+    worker) must not hand out its parent's."""
+    import os
+
+    assert tracing.new_trace() is not None
+    assert tracing._DRAWN  # drawn ahead, here
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child)
+        os._exit(0 if not tracing._DRAWN else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_other_samplers_are_asked_for_each_new_trace(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,7 +205,7 @@ def test_entering_a_span_is_what_the_opentelemetry_api_would_do(
     (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, 0x03)])
 def test_the_ids_returned_are_those_the_w3c_propagator_writes(
         exporter: InMemorySpanExporter, trace_id: int, span_id: int, flags: int) -> None:
-    """`ids_of` and `new_root` (and `new_trace`, above) format the ids their own way, for speed:
+    """`ids_of` (and `new_trace`, above) formats the ids its own way, for speed:
     the request id is the trace id in 32 hex digits, and the `traceparent` what OpenTelemetry's
     propagator writes for the same span context; the span contexts lean spans make are the
     API's."""
@@ -205,9 +221,8 @@ def test_the_ids_returned_are_those_the_w3c_propagator_writes(
     assert made == context and made.is_valid and not made.is_remote
     assert (made.trace_id, made.span_id, made.trace_flags) == (trace_id, span_id, flags)
     if flags == TraceFlags.SAMPLED:  # the first span of a sampled new trace
-        span, tokens, ids = tracing.new_root("GET /", trace_id, span_id, {"url.path": "/"},
-                                             kind=SpanKind.SERVER)
+        span, tokens = tracing.new_root("GET /", trace_id, span_id, {"url.path": "/"},
+                                        kind=SpanKind.SERVER)
         tracing.leave(tokens)
-        assert ids == tracing.ids_of(context)
         assert span.get_span_context() == context
         assert span.is_recording()

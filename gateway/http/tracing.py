@@ -89,13 +89,13 @@ class ServerTracing:
         if carrier is None:
             decided = tracing.new_trace()
             if decided is not None:
-                trace_id, span_id, unsampled = decided
-                if unsampled is not None:  # not sampled: its ids, and nothing else
-                    return unsampled
+                trace_id, span_id, ids, sampled = decided
+                if not sampled:  # its ids, and nothing else
+                    return ids
                 # Sampled: a span that records, of a valid context.
                 known = path in self.routes
                 route = self._route(scope, method, path, known)
-                span, tokens, ids = tracing.new_root(
+                span, tokens = tracing.new_root(
                     f"{method} {path}" if known else method, trace_id, span_id, route or {},
                     kind=SpanKind.SERVER, scope=SCOPE)
                 if route is None:
