@@ -610,8 +610,8 @@ class current:  # lower case: used as a function, `with tracing.current(span):`
 def ids_of(context: SpanContext) -> tuple[str, str]:
     """(trace id, `traceparent`) of a valid span context, as 32 hex digits and a W3C header."""
     trace_id, span_id, _, flags, _, _ = context  # a SpanContext is a tuple: no property calls
-    # `int.to_bytes(...).hex()`: every request pays this, and it costs 0.20 µs here where
-    # "%032x" formatting cost 0.35.
+    # `int.to_bytes(...).hex()`: 0.20 µs here where "%032x" formatting cost 0.35 (`_draw`
+    # formats a new trace's ids so too).
     hex_id = trace_id.to_bytes(16, "big").hex()
     return hex_id, f"00-{hex_id}-{span_id.to_bytes(8, 'big').hex()}-{_FLAGS[flags]}"
 
