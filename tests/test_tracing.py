@@ -370,7 +370,7 @@ async def test_a_new_trace_that_is_not_sampled_records_nothing_and_neither_do_it
         traced: httpx.AsyncClient, exporter: InMemorySpanExporter,
         token_for: Callable[..., str], monkeypatch: pytest.MonkeyPatch) -> None:
     """A request without `traceparent` whose new trace the sampler leaves out has no span
-    object at all (`tracing.enter_unsampled`), yet its ids are the request id and the
+    object at all (`tracing.new_trace`), yet its ids are the request id and the
     `traceparent` returned, and the job it queues carries them, so the worker leaves it out
     too."""
     monkeypatch.setattr(tracing, "_ROOT_BOUND", 0)  # a ratio sampler at 0 %
