@@ -85,27 +85,23 @@ class ServerTracing:
                 if carrier is None:
                     carrier = {}
                 carrier[name.decode()] = value.decode("latin-1")
+        decided = tracing.new_trace() if carrier is None else None
+        if decided is not None and not decided[3]:  # a new trace, not sampled: its ids alone
+            return decided[2]
         method = scope["method"]
-        if carrier is None:
-            decided = tracing.new_trace()
-            if decided is not None:
-                trace_id, span_id, ids, sampled = decided
-                if not sampled:  # its ids, and nothing else
-                    return ids
-                # Sampled: a span that records, of a valid context.
-                known = path in self.routes
-                route = self._route(scope, method, path, known)
-                span, tokens = tracing.new_root(
-                    f"{method} {path}" if known else method, trace_id, span_id, route or {},
-                    kind=SpanKind.SERVER, scope=SCOPE)
-                if route is None:
-                    span.set_attributes(self._attributes(scope, method, path, known))
-                return ServerSpan(span, tokens, True, ids)
-        # The caller's trace, or a sampler to ask: sampled as the sampler decides.
         known = path in self.routes
-        span = tracing.start_root(f"{method} {path}" if known else method, kind=SpanKind.SERVER,
-                                  scope=SCOPE, context=None if carrier is None
-                                  else _propagator.extract(carrier))
+        name = f"{method} {path}" if known else method
+        if decided is not None:  # a new trace, sampled: a span that records, of a valid context
+            trace_id, span_id, ids, _ = decided
+            route = self._route(scope, method, path, known)
+            span, tokens = tracing.new_root(name, trace_id, span_id, route or {},
+                                            kind=SpanKind.SERVER, scope=SCOPE)
+            if route is None:
+                span.set_attributes(self._attributes(scope, method, path, known))
+            return ServerSpan(span, tokens, True, ids)
+        # The caller's trace, or a sampler to ask: sampled as the sampler decides.
+        span = tracing.start_root(name, kind=SpanKind.SERVER, scope=SCOPE, context=None
+                                  if carrier is None else _propagator.extract(carrier))
         context = span.get_span_context()
         recording = span.is_recording()
         if recording:
