@@ -394,8 +394,7 @@ class LoopExport(SpanProcessor):
         if len(spans) >= self.batch:
             if self.sending is None or self._stale():
                 self._start(everything=False)
-        elif self.sending is None and (self.timer is None or self.loop is None
-                                       or self.loop.is_closed()):  # `_stale()`, inline: per span
+        elif self.sending is None and (self.timer is None or self._stale()):
             self._arm()
 
     def _running(self) -> asyncio.AbstractEventLoop | None:

@@ -303,7 +303,7 @@ class LeanSpan(Span):
         sink = _SINK
         if sink is not None:  # `LoopExport.add`: `otlp.encode_span`'s arguments, no copy
             status = self._status
-            sink(_SDK.resource, _SCOPES.get(self._scope) or _scope(self._scope), (
+            sink(_SDK.resource, _scope(self._scope), (
                 self._context, self._parent, self._name, self._kind, self._start, self._end,
                 self._attributes, self._events, None if status is _UNSET else status))
             return
